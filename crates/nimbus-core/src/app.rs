@@ -1,0 +1,186 @@
+//! The resolved, validated application: what the runtime sees. Every default is
+//! filled in and the order is deterministic, so two resolutions of the same
+//! manifest compare equal and a deployment plan is a plain diff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A validated application, ready to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    /// Extra host names that select this app at the gateway (besides `NAME.localhost`).
+    pub hosts: Vec<String>,
+    pub functions: BTreeMap<String, Function>,
+    /// Routes in manifest order.
+    pub routes: Vec<Route>,
+}
+
+impl App {
+    /// The host names that select this app at the gateway.
+    pub fn all_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![format!("{}.localhost", self.name)];
+        hosts.extend(self.hosts.iter().cloned());
+        hosts
+    }
+}
+
+/// One function of an app, with every limit resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: String,
+    /// Path of the component, relative to the manifest's folder.
+    pub source: String,
+    /// SHA-256 (hex) of the component bytes; empty until the loader has read them.
+    pub digest: String,
+    pub build: Option<String>,
+    pub memory_mb: u64,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    pub concurrency: u32,
+    pub min_instances: u32,
+    pub env: BTreeMap<String, String>,
+    pub allowed_outbound_hosts: Vec<OutboundHost>,
+    /// Reuse a warm instance for later requests (Lambda execution environments).
+    pub reuse: bool,
+    /// Requests one instance serves before it is replaced.
+    pub max_reuse: u64,
+    /// Idle time after which a warm instance above `min_instances` is dropped.
+    #[serde(with = "duration_ms")]
+    pub idle_timeout: Duration,
+}
+
+/// One gateway route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Upper-case method, or `None` for any method.
+    pub method: Option<String>,
+    /// Path pattern with `{param}` segments and an optional trailing `{*rest}`.
+    pub path: String,
+    pub function: String,
+}
+
+impl Route {
+    /// The key that identifies a route in plans: `GET /carts/{id}` or `* /x`.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method.as_deref().unwrap_or("*"), self.path)
+    }
+}
+
+/// An entry of `allowed_outbound_hosts`: `host`, `host:port` or `scheme://host[:port]`;
+/// the host may start with `*.` and the port may be `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundHost {
+    pub scheme: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl OutboundHost {
+    /// Parses one `allowed_outbound_hosts` entry.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (scheme, rest) = match text.split_once("://") {
+            Some((scheme, rest)) => {
+                if scheme != "http" && scheme != "https" {
+                    return Err(format!(
+                        "unsupported scheme `{scheme}` in `{text}` (use http or https)"
+                    ));
+                }
+                (Some(scheme.to_string()), rest)
+            }
+            None => (None, text),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!("`{text}` must be a host, not a URL with a path"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, "*")) => (host, None),
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("invalid port `{port}` in `{text}`"))?;
+                (host, Some(port))
+            }
+            None => (rest, None),
+        };
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty()
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "invalid host `{host}` in `{text}`: expected a name like `api.example.com`"
+            ));
+        }
+        Ok(Self {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this entry.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        match self.host.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => host == self.host,
+        }
+    }
+}
+
+impl std::fmt::Display for OutboundHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(scheme) = &self.scheme {
+            write!(f, "{scheme}://")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_host_forms() {
+        let h = OutboundHost::parse("127.0.0.1:9000").unwrap();
+        assert!(h.allows("http", "127.0.0.1", 9000));
+        assert!(!h.allows("http", "127.0.0.1", 9001));
+        let h = OutboundHost::parse("https://*.example.com").unwrap();
+        assert!(h.allows("https", "api.example.com", 443));
+        assert!(!h.allows("http", "api.example.com", 80));
+        assert!(!h.allows("https", "example.com", 443));
+        assert!(OutboundHost::parse("ftp://x").is_err());
+        assert!(OutboundHost::parse("x.com/path").is_err());
+        assert!(OutboundHost::parse("x.com:port").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The Nimbus core model: the manifest (`nimbus.toml`) and its resolution into a
+//! locked [`app::App`], CloudEvents, the admin API's wire types, deployment plans,
+//! and the port traits that the layers call each other through.
+//!
+//! This crate does no I/O and starts no runtime: every other crate may depend on it,
+//! and it depends on none of them.
+
+pub mod api;
+pub mod app;
+pub mod cloudevent;
+pub mod duration;
+pub mod manifest;
+pub mod plan;
+pub mod ports;

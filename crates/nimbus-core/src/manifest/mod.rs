@@ -1,0 +1,610 @@
+//! `nimbus.toml`: the strict user-facing schema and its resolution into an [`App`].
+//!
+//! Parsing keeps every key's span, so each error points at the file, line and key
+//! it is about. Resolution fills in defaults and checks everything that can be
+//! checked without I/O: names, limits, durations, routes (duplicates and conflicts)
+//! and references between sections. Reading component files is the loader's job
+//! (in the `nimbus` crate); it reports through [`Manifest::source_error`].
+
+mod diagnostic;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
+use diagnostic::Reporter;
+
+use crate::app::{App, Function, OutboundHost, Route};
+use crate::duration;
+
+/// Defaults for unset function keys.
+pub mod defaults {
+    pub const MEMORY_MB: u64 = 128;
+    pub const TIMEOUT: &str = "10s";
+    pub const CONCURRENCY: u32 = 100;
+    pub const MAX_REUSE: u64 = 10_000;
+    pub const IDLE_TIMEOUT: &str = "5m";
+    pub const MAX_MEMORY_MB: u64 = 4096;
+    pub const MAX_TIMEOUT_SECS: u64 = 15 * 60;
+    pub const MAX_CONCURRENCY: u32 = 1000;
+}
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    app: Spanned<RawApp>,
+    #[serde(default)]
+    functions: BTreeMap<Spanned<String>, Spanned<RawFunction>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<String>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    source: Spanned<String>,
+    build: Option<String>,
+    memory_mb: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    min_instances: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    uses: Vec<Spanned<String>>,
+    reuse: Option<bool>,
+    max_reuse: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    function: Spanned<String>,
+}
+
+/// A resolved manifest: the [`App`] plus what the loader needs to report errors
+/// about component files at the right place.
+#[derive(Debug)]
+pub struct Manifest {
+    pub app: App,
+    file: String,
+    text: String,
+    source_spans: BTreeMap<String, Range<usize>>,
+}
+
+impl Manifest {
+    /// Parses and validates manifest `text`; `file` names it in diagnostics.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ManifestErrors> {
+        let mut reporter = Reporter::new(file, text);
+        let raw: RawManifest = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(err) => {
+                report_toml_error(&mut reporter, &err);
+                return Err(reporter.finish().expect_err("an error was reported"));
+            }
+        };
+        let mut source_spans = BTreeMap::new();
+        let app = resolve(&mut reporter, raw, &mut source_spans);
+        reporter.finish()?;
+        Ok(Self {
+            app,
+            file: file.to_string(),
+            text: text.to_string(),
+            source_spans,
+        })
+    }
+
+    /// The manifest text this was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The file name used in diagnostics.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// An error about function `function`'s component, pointing at its `source` key.
+    pub fn source_error(
+        &self,
+        function: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ManifestErrors {
+        let mut reporter = Reporter::new(&self.file, &self.text);
+        reporter.error(
+            self.source_spans.get(function).cloned(),
+            message,
+            "this component",
+            help,
+        );
+        reporter.finish().expect_err("an error was reported")
+    }
+}
+
+fn report_toml_error(reporter: &mut Reporter, err: &toml::de::Error) {
+    let message = err.message().trim().to_string();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a`" / "there are no fields"
+        let unknown = rest.split('`').next().unwrap_or_default().to_string();
+        let expected: Vec<&str> = rest
+            .split('`')
+            .skip(1)
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect();
+        let help = match closest(&unknown, expected.iter().copied()) {
+            Some(near) => Some(format!(
+                "did you mean `{near}`? valid keys here: {}",
+                expected.join(", ")
+            )),
+            None if expected.is_empty() => None,
+            None => Some(format!("valid keys here: {}", expected.join(", "))),
+        };
+        reporter.error(
+            err.span(),
+            format!("unknown key `{unknown}`"),
+            "unknown key",
+            help,
+        );
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        reporter.error(
+            err.span(),
+            format!("missing required key `{field}`"),
+            format!("`{field}` is required in this table"),
+            None,
+        );
+    } else {
+        reporter.error(err.span(), message, "here", None);
+    }
+}
+
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.len() <= 63
+}
+
+fn resolve(
+    reporter: &mut Reporter,
+    raw: RawManifest,
+    source_spans: &mut BTreeMap<String, Range<usize>>,
+) -> App {
+    let raw_app = raw.app.into_inner();
+    let name = raw_app.name.get_ref().clone();
+    if !is_name(&name) || name.contains('_') {
+        reporter.error(
+            Some(raw_app.name.span()),
+            format!("invalid app name `{name}`"),
+            "app name",
+            Some("use lower-case letters, digits and `-`, starting with a letter (it becomes a host name)".into()),
+        );
+    }
+    let mut hosts = Vec::new();
+    for host in raw_app.hosts {
+        let h = host.get_ref().to_ascii_lowercase();
+        if h.is_empty() || h.contains(['/', ':', ' ']) {
+            reporter.error(
+                Some(host.span()),
+                format!("invalid host `{}`", host.get_ref()),
+                "host name",
+                Some("write a bare host name such as `shop.example.com`".into()),
+            );
+        } else {
+            hosts.push(h);
+        }
+    }
+
+    let mut functions = BTreeMap::new();
+    for (fname, f) in raw.functions {
+        let fspan = fname.span();
+        let fname = fname.into_inner();
+        if !is_name(&fname) {
+            reporter.error(
+                Some(fspan),
+                format!("invalid function name `{fname}`"),
+                "function name",
+                Some("use lower-case letters, digits, `-` and `_`, starting with a letter".into()),
+            );
+        }
+        let f = f.into_inner();
+        source_spans.insert(fname.clone(), f.source.span());
+        let function = resolve_function(reporter, &fname, f);
+        functions.insert(fname, function);
+    }
+
+    let routes = resolve_routes(reporter, raw.routes, &functions);
+    App {
+        name,
+        hosts,
+        functions,
+        routes,
+    }
+}
+
+fn int_in(
+    reporter: &mut Reporter,
+    key: &str,
+    value: Option<Spanned<i64>>,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> i64 {
+    match value {
+        None => default,
+        Some(v) if (min..=max).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            reporter.error(
+                Some(v.span()),
+                format!("`{key}` = {} is out of range", v.get_ref()),
+                format!("must be between {min} and {max}"),
+                None,
+            );
+            default
+        }
+    }
+}
+
+fn duration_in(
+    reporter: &mut Reporter,
+    key: &str,
+    value: Option<Spanned<String>>,
+    default: &str,
+    max: Duration,
+) -> Duration {
+    let default = duration::parse(default).expect("valid default");
+    let Some(value) = value else { return default };
+    match duration::parse(value.get_ref()) {
+        Ok(d) if d.is_zero() => {
+            reporter.error(
+                Some(value.span()),
+                format!("`{key}` must be greater than zero"),
+                "zero duration",
+                None,
+            );
+            default
+        }
+        Ok(d) if d > max => {
+            reporter.error(
+                Some(value.span()),
+                format!("`{key}` = \"{}\" is too long", value.get_ref()),
+                format!("at most {}", duration::format(max)),
+                None,
+            );
+            default
+        }
+        Ok(d) => d,
+        Err(msg) => {
+            reporter.error(
+                Some(value.span()),
+                msg,
+                "duration",
+                Some("durations look like \"500ms\", \"10s\", \"5m\" or \"1h\"".into()),
+            );
+            default
+        }
+    }
+}
+
+fn resolve_function(reporter: &mut Reporter, name: &str, f: RawFunction) -> Function {
+    if f.source.get_ref().trim().is_empty() {
+        reporter.error(
+            Some(f.source.span()),
+            format!("function `{name}` has an empty `source`"),
+            "path to a .wasm component",
+            None,
+        );
+    }
+    let memory_mb = int_in(
+        reporter,
+        "memory_mb",
+        f.memory_mb,
+        1,
+        defaults::MAX_MEMORY_MB as i64,
+        defaults::MEMORY_MB as i64,
+    ) as u64;
+    let concurrency = int_in(
+        reporter,
+        "concurrency",
+        f.concurrency,
+        1,
+        defaults::MAX_CONCURRENCY as i64,
+        defaults::CONCURRENCY as i64,
+    ) as u32;
+    let min_span = f.min_instances.as_ref().map(|m| m.span());
+    let min_instances = int_in(
+        reporter,
+        "min_instances",
+        f.min_instances,
+        0,
+        defaults::MAX_CONCURRENCY as i64,
+        0,
+    ) as u32;
+    if min_instances > concurrency {
+        reporter.error(
+            min_span,
+            format!("`min_instances` ({min_instances}) is larger than `concurrency` ({concurrency})"),
+            "too many warm instances",
+            Some("warm instances count against the function's concurrency".into()),
+        );
+    }
+    let max_reuse = int_in(
+        reporter,
+        "max_reuse",
+        f.max_reuse,
+        1,
+        i64::MAX,
+        defaults::MAX_REUSE as i64,
+    ) as u64;
+    let timeout = duration_in(
+        reporter,
+        "timeout",
+        f.timeout,
+        defaults::TIMEOUT,
+        Duration::from_secs(defaults::MAX_TIMEOUT_SECS),
+    );
+    let idle_timeout = duration_in(
+        reporter,
+        "idle_timeout",
+        f.idle_timeout,
+        defaults::IDLE_TIMEOUT,
+        Duration::from_secs(24 * 3600),
+    );
+    let mut env = BTreeMap::new();
+    for (key, value) in f.env {
+        let valid = key
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !key.get_ref().is_empty()
+            && !key.get_ref().starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            reporter.error(
+                Some(key.span()),
+                format!("invalid environment variable name `{}`", key.get_ref()),
+                "env key",
+                Some("use letters, digits and `_`, not starting with a digit".into()),
+            );
+        }
+        env.insert(key.into_inner(), value);
+    }
+    let mut allowed_outbound_hosts = Vec::new();
+    for host in f.allowed_outbound_hosts {
+        match OutboundHost::parse(host.get_ref()) {
+            Ok(h) => allowed_outbound_hosts.push(h),
+            Err(msg) => reporter.error(
+                Some(host.span()),
+                msg,
+                "outbound host",
+                Some("write `host`, `host:port` or `https://host[:port]`".into()),
+            ),
+        }
+    }
+    for grant in f.uses {
+        let (kind, resource) = grant.get_ref().split_once(':').unwrap_or(("", ""));
+        let message = if kind.is_empty() {
+            format!("invalid grant `{}`", grant.get_ref())
+        } else {
+            format!("`uses` names {kind} `{resource}`, which this manifest does not declare")
+        };
+        reporter.error(
+            Some(grant.span()),
+            message,
+            "grant",
+            Some("a grant is `KIND:NAME` and names a resource declared in this manifest".into()),
+        );
+    }
+    Function {
+        name: name.to_string(),
+        source: f.source.into_inner(),
+        digest: String::new(),
+        build: f.build,
+        memory_mb,
+        timeout,
+        concurrency,
+        min_instances,
+        env,
+        allowed_outbound_hosts,
+        reuse: f.reuse.unwrap_or(true),
+        max_reuse,
+        idle_timeout,
+    }
+}
+
+fn resolve_routes(
+    reporter: &mut Reporter,
+    raw: Vec<Spanned<RawRoute>>,
+    functions: &BTreeMap<String, Function>,
+) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    let mut paths = matchit::Router::<String>::new();
+    let mut path_lines: BTreeMap<String, usize> = BTreeMap::new();
+    for route in raw {
+        let route_span = route.span();
+        let route = route.into_inner();
+        let method = match &route.method {
+            None => None,
+            Some(m) if m.get_ref() == "*" || m.get_ref().eq_ignore_ascii_case("any") => None,
+            Some(m) => {
+                let upper = m.get_ref().to_ascii_uppercase();
+                if !METHODS.contains(&upper.as_str()) {
+                    let help = closest(&upper, METHODS.iter().copied())
+                        .map(|near| format!("did you mean `{near}`?"))
+                        .or_else(|| Some(format!("use one of {} or \"*\"", METHODS.join(", "))));
+                    reporter.error(
+                        Some(m.span()),
+                        format!("unknown HTTP method `{}`", m.get_ref()),
+                        "method",
+                        help,
+                    );
+                }
+                Some(upper)
+            }
+        };
+        let path = route.path.get_ref().clone();
+        if !path.starts_with('/') {
+            reporter.error(
+                Some(route.path.span()),
+                format!("route path `{path}` must start with `/`"),
+                "path",
+                None,
+            );
+            continue;
+        }
+        if !functions.contains_key(route.function.get_ref()) {
+            let help = closest(route.function.get_ref(), functions.keys().map(|k| k.as_str()))
+                .map(|near| format!("did you mean `{near}`?"))
+                .or_else(|| {
+                    Some(format!(
+                        "declare it as `[functions.{}]`",
+                        route.function.get_ref()
+                    ))
+                });
+            reporter.error(
+                Some(route.function.span()),
+                format!("route names function `{}`, which is not declared", route.function.get_ref()),
+                "unknown function",
+                help,
+            );
+        }
+        let resolved = Route {
+            method,
+            path: path.clone(),
+            function: route.function.get_ref().clone(),
+        };
+        let key = resolved.key();
+        if let Some(first) = seen.get(&key) {
+            let (line, _) = line_col_of(reporter, first.start);
+            reporter.error(
+                Some(route_span.clone()),
+                format!("duplicate route `{key}`"),
+                "duplicate",
+                Some(format!("the same route is declared at line {line}")),
+            );
+            continue;
+        }
+        seen.insert(key, route_span.clone());
+        if !path_lines.contains_key(&path) {
+            if let Err(err) = paths.insert(path.clone(), path.clone()) {
+                let (message, help) = match &err {
+                    matchit::InsertError::Conflict { with } => (
+                        format!("route path `{path}` conflicts with `{with}`"),
+                        Some(format!(
+                            "both match the same requests{}; rename a parameter or make one path static",
+                            path_lines
+                                .get(with)
+                                .map(|l| format!(" (`{with}` is at line {l})"))
+                                .unwrap_or_default()
+                        )),
+                    ),
+                    other => (
+                        format!("invalid route path `{path}`: {other}"),
+                        Some("parameters look like `{id}`; a trailing `{*rest}` matches the rest of the path".into()),
+                    ),
+                };
+                reporter.error(Some(route.path.span()), message, "path", help);
+                continue;
+            }
+            let (line, _) = line_col_of(reporter, route_span.start);
+            path_lines.insert(path.clone(), line);
+        }
+        routes.push(resolved);
+    }
+    // `*` and a specific method on one path: the specific one wins at the gateway,
+    // which is what users expect, so that is allowed.
+    routes
+}
+
+fn line_col_of(reporter: &Reporter, offset: usize) -> (usize, usize) {
+    reporter.line_col(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[app]
+name = "shop"
+
+[functions.api]
+source = "api.wasm"
+timeout = "500ms"
+env = { GREETING = "hi" }
+
+[[routes]]
+method = "GET"
+path = "/carts/{id}"
+function = "api"
+
+[[routes]]
+path = "/files/{*rest}"
+function = "api"
+"#;
+
+    #[test]
+    fn resolves_defaults() {
+        let m = Manifest::parse("nimbus.toml", GOOD).unwrap();
+        let f = &m.app.functions["api"];
+        assert_eq!(f.timeout, Duration::from_millis(500));
+        assert_eq!(f.memory_mb, defaults::MEMORY_MB);
+        assert_eq!(f.concurrency, defaults::CONCURRENCY);
+        assert!(f.reuse);
+        assert_eq!(m.app.routes[1].method, None);
+        assert_eq!(f.env["GREETING"], "hi");
+    }
+
+    fn first_error(text: &str) -> ManifestError {
+        Manifest::parse("nimbus.toml", text)
+            .unwrap_err()
+            .errors
+            .remove(0)
+    }
+
+    #[test]
+    fn misspelled_key_suggests_the_closest() {
+        let e = first_error(&GOOD.replace("timeout =", "timeot ="));
+        assert_eq!(e.message, "unknown key `timeot`");
+        assert!(e.help.unwrap().starts_with("did you mean `timeout`?"));
+        assert_eq!(e.line, 7);
+    }
+
+    #[test]
+    fn route_to_missing_function() {
+        let e = first_error(&GOOD.replace("function = \"api\"\n\n[[routes]]", "function = \"apj\"\n\n[[routes]]"));
+        assert!(e.message.contains("function `apj`"), "{}", e.message);
+        assert_eq!(e.help.as_deref(), Some("did you mean `api`?"));
+    }
+
+    #[test]
+    fn conflicting_routes() {
+        let text = format!("{GOOD}\n[[routes]]\nmethod = \"POST\"\npath = \"/carts/{{cart}}\"\nfunction = \"api\"\n");
+        let e = first_error(&text);
+        assert!(e.message.contains("conflicts with `/carts/{id}`"), "{}", e.message);
+    }
+}

@@ -1,0 +1,201 @@
+//! Deployment plans: the difference between the app a node runs and the app a
+//! deploy asks for, shown to the user before it is applied.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::{App, Function};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Added,
+    Changed,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub op: Op,
+    /// `function`, `route` or `app`.
+    pub kind: String,
+    pub name: String,
+    /// What changed, for `changed` entries (e.g. `timeout, digest`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The changes a deploy makes to one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub app: String,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// The plan that turns `current` (if any) into `next`.
+    pub fn between(current: Option<&App>, next: &App) -> Self {
+        let mut changes = Vec::new();
+        let empty = BTreeMap::new();
+        let old_functions = current.map_or(&empty, |a| &a.functions);
+        if let Some(current) = current
+            && current.hosts != next.hosts
+        {
+            changes.push(Change {
+                op: Op::Changed,
+                kind: "app".into(),
+                name: next.name.clone(),
+                detail: "hosts".into(),
+            });
+        }
+        for (name, f) in &next.functions {
+            match old_functions.get(name) {
+                None => changes.push(change(Op::Added, "function", name, String::new())),
+                Some(old) if old != f => {
+                    changes.push(change(Op::Changed, "function", name, function_diff(old, f)))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in old_functions.keys() {
+            if !next.functions.contains_key(name) {
+                changes.push(change(Op::Removed, "function", name, String::new()));
+            }
+        }
+        let old_routes: BTreeMap<String, &str> = current
+            .map(|a| a.routes.iter().map(|r| (r.key(), r.function.as_str())).collect())
+            .unwrap_or_default();
+        let new_routes: BTreeMap<String, &str> =
+            next.routes.iter().map(|r| (r.key(), r.function.as_str())).collect();
+        for (key, function) in &new_routes {
+            match old_routes.get(key) {
+                None => changes.push(change(Op::Added, "route", key, format!("-> {function}"))),
+                Some(old) if old != function => changes.push(change(
+                    Op::Changed,
+                    "route",
+                    key,
+                    format!("-> {function} (was {old})"),
+                )),
+                Some(_) => {}
+            }
+        }
+        for key in old_routes.keys() {
+            if !new_routes.contains_key(key) {
+                changes.push(change(Op::Removed, "route", key, String::new()));
+            }
+        }
+        Self {
+            app: next.name.clone(),
+            changes,
+        }
+    }
+
+    /// The plan that removes `app`.
+    pub fn removal(app: &App) -> Self {
+        let mut changes: Vec<Change> = app
+            .functions
+            .keys()
+            .map(|name| change(Op::Removed, "function", name, String::new()))
+            .collect();
+        changes.extend(
+            app.routes
+                .iter()
+                .map(|r| change(Op::Removed, "route", &r.key(), String::new())),
+        );
+        Self {
+            app: app.name.clone(),
+            changes,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+fn change(op: Op, kind: &str, name: &str, detail: String) -> Change {
+    Change {
+        op,
+        kind: kind.into(),
+        name: name.into(),
+        detail,
+    }
+}
+
+fn function_diff(old: &Function, new: &Function) -> String {
+    let mut fields = Vec::new();
+    let mut check = |name: &str, differs: bool| {
+        if differs {
+            fields.push(name.to_string());
+        }
+    };
+    check("code", old.digest != new.digest);
+    check("source", old.source != new.source);
+    check("build", old.build != new.build);
+    check("memory_mb", old.memory_mb != new.memory_mb);
+    check("timeout", old.timeout != new.timeout);
+    check("concurrency", old.concurrency != new.concurrency);
+    check("min_instances", old.min_instances != new.min_instances);
+    check("env", old.env != new.env);
+    check(
+        "allowed_outbound_hosts",
+        old.allowed_outbound_hosts != new.allowed_outbound_hosts,
+    );
+    check("reuse", old.reuse != new.reuse);
+    check("max_reuse", old.max_reuse != new.max_reuse);
+    check("idle_timeout", old.idle_timeout != new.idle_timeout);
+    fields.join(", ")
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            return writeln!(f, "app `{}`: no changes", self.app);
+        }
+        writeln!(f, "app `{}`:", self.app)?;
+        for c in &self.changes {
+            let sign = match c.op {
+                Op::Added => '+',
+                Op::Changed => '~',
+                Op::Removed => '-',
+            };
+            write!(f, "  {sign} {} {}", c.kind, c.name)?;
+            if !c.detail.is_empty() {
+                write!(f, " ({})", c.detail)?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn app(text: &str) -> App {
+        Manifest::parse("nimbus.toml", text).unwrap().app
+    }
+
+    const BASE: &str = "[app]\nname = \"a\"\n[functions.f]\nsource = \"f.wasm\"\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\nfunction = \"f\"\n";
+
+    #[test]
+    fn identical_apps_have_no_changes() {
+        let plan = Plan::between(Some(&app(BASE)), &app(BASE));
+        assert!(plan.is_empty());
+        assert_eq!(plan.to_string(), "app `a`: no changes\n");
+    }
+
+    #[test]
+    fn shows_added_changed_removed() {
+        let next = BASE.replace("/x", "/y").replace("f.wasm\"", "f.wasm\"\ntimeout = \"1s\"");
+        let plan = Plan::between(Some(&app(BASE)), &app(&next));
+        let text = plan.to_string();
+        assert!(text.contains("~ function f (timeout)"), "{text}");
+        assert!(text.contains("+ route GET /y (-> f)"), "{text}");
+        assert!(text.contains("- route GET /x"), "{text}");
+    }
+}

@@ -1,0 +1,66 @@
+//! Port traits: how the layers call each other. The gateway, triggers and
+//! workflows reach functions only through [`Invoker`], so they can be tested
+//! without wasmtime, and compute can change without touching them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::cloudevent::CloudEvent;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The HTTP body type that crosses layer boundaries: streaming, in both directions.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Which function of which deployment an invocation is for. The deployment number
+/// pins a request to the app version it was routed by, so an update never mixes
+/// routes of one version with code of another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub app: Arc<str>,
+    pub function: Arc<str>,
+    pub deployment: u64,
+}
+
+/// Why an invocation did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function `{0}` not found")]
+    NotFound(String),
+    #[error("function `{function}` is at its concurrency limit of {limit}")]
+    Throttled { function: String, limit: u32 },
+    #[error("function `{function}` timed out after {}ms", timeout.as_millis())]
+    Timeout { function: String, timeout: Duration },
+    /// A trap, a panic, running out of memory, or a broken response.
+    #[error("function `{function}` failed: {message}")]
+    Failed { function: String, message: String },
+    #[error("function `{function}` does not handle {kind} invocations")]
+    WrongKind { function: String, kind: &'static str },
+    /// An event handler returned an error of its own.
+    #[error("{0}")]
+    Handler(String),
+}
+
+/// Runs functions.
+#[async_trait]
+pub trait Invoker: Send + Sync + 'static {
+    /// Calls an HTTP function (`wasi:http/incoming-handler`). The response body
+    /// streams while the function still runs.
+    async fn invoke_http(
+        &self,
+        target: &Target,
+        request_id: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, InvokeError>;
+
+    /// Calls an event function with one CloudEvent; returns its output, if any.
+    async fn invoke_event(
+        &self,
+        target: &Target,
+        request_id: &str,
+        event: CloudEvent,
+    ) -> Result<Option<Vec<u8>>, InvokeError>;
+}
