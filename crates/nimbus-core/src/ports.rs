@@ -64,3 +64,12 @@ pub trait Invoker: Send + Sync + 'static {
         event: CloudEvent,
     ) -> Result<Option<Vec<u8>>, InvokeError>;
 }
+
+/// Where compute keeps compiled components between restarts, keyed by the
+/// component's digest and the engine's compatibility hash.
+pub trait ArtifactCache: Send + Sync + 'static {
+    /// The path of a cached artifact, if present.
+    fn lookup(&self, key: &str) -> Option<std::path::PathBuf>;
+    /// Stores an artifact durably and returns its path.
+    fn store(&self, key: &str, bytes: &[u8]) -> std::io::Result<std::path::PathBuf>;
+}

@@ -1,1 +1,11 @@
+//! The storage engine: one data dir holding an embedded SQLite database (WAL) for
+//! records, and plain files for large bodies (component bytes, compiled artifacts).
+//!
+//! Services build their own tables on [`Database`] (each with its own migrations)
+//! and their files on [`FileStore`]; no service reads another's tables.
 
+mod db;
+mod files;
+
+pub use db::{Database, DbError};
+pub use files::{FileStore, sha256_hex, write_atomic};
