@@ -1,0 +1,194 @@
+//! The `Invoker` port: runs one HTTP request or one event on a function's
+//! instance, enforcing its timeout and concurrency.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http_body_util::BodyExt;
+use nimbus_core::cloudevent::CloudEvent;
+use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker, Target};
+use wasmtime::Trap;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::event::to_wit;
+use crate::pool::{FunctionPool, Outcome, Warm};
+use crate::runtime::Runtime;
+
+impl Runtime {
+    fn lookup(&self, target: &Target) -> Result<Arc<FunctionPool>, InvokeError> {
+        self.pool(&target.app, &target.function, target.deployment)
+            .ok_or_else(|| InvokeError::NotFound(format!("{}/{}", target.app, target.function)))
+    }
+}
+
+/// Classifies a failed call: an epoch interrupt is a timeout; a refused memory
+/// growth is named as such.
+fn outcome_of(pool: &FunctionPool, warm: &mut Warm, err: wasmtime::Error) -> Outcome {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Outcome::Timeout;
+    }
+    if warm.store.data().limit.exceeded {
+        return Outcome::Failed(format!(
+            "exceeded its memory limit of {} MiB ({err:#})",
+            pool.config.memory_mb
+        ));
+    }
+    Outcome::Failed(format!("{err:?}"))
+}
+
+fn failure(pool: &FunctionPool, outcome: Outcome) -> InvokeError {
+    match outcome {
+        Outcome::Timeout => InvokeError::Timeout {
+            function: pool.name.to_string(),
+            timeout: pool.config.timeout,
+        },
+        Outcome::Failed(message) => InvokeError::Failed {
+            function: pool.name.to_string(),
+            // The first line only: the full chain and backtrace are in the log.
+            message: message.lines().next().unwrap_or_default().to_string(),
+        },
+        Outcome::Ok => InvokeError::Failed {
+            function: pool.name.to_string(),
+            message: "the function returned without setting a response".into(),
+        },
+    }
+}
+
+async fn checkout(pool: &FunctionPool, request_id: &str) -> Result<Warm, InvokeError> {
+    let mut warm = pool.checkout().await.map_err(|err| {
+        tracing::warn!(app = %pool.app, function = %pool.name, request_id, "instantiation failed: {err:#}");
+        InvokeError::Failed {
+            function: pool.name.to_string(),
+            message: format!("instantiation failed: {err}"),
+        }
+    })?;
+    warm.tag.set_request(request_id);
+    warm.store.set_epoch_deadline(pool.deadline_ticks);
+    Ok(warm)
+}
+
+#[async_trait]
+impl Invoker for Runtime {
+    async fn invoke_http(
+        &self,
+        target: &Target,
+        request_id: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, InvokeError> {
+        let pool = self.lookup(target)?;
+        if !pool.kind.http {
+            return Err(InvokeError::WrongKind {
+                function: pool.name.to_string(),
+                kind: "HTTP",
+            });
+        }
+        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
+            function: pool.name.to_string(),
+            limit: pool.config.concurrency,
+        })?;
+        let mut warm = checkout(&pool, request_id).await?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let resources = {
+            let mut http = warm.store.data_mut().http();
+            let request = request.map(|body| {
+                body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+            });
+            http.new_incoming_request(Scheme::Http, request)
+                .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
+        };
+        let (req, out) = resources.map_err(|err| InvokeError::Failed {
+            function: pool.name.to_string(),
+            message: format!("invalid request: {err}"),
+        })?;
+        let request_id: Arc<str> = request_id.into();
+        let task_pool = pool.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let Warm { store, proxy, .. } = &mut warm;
+            let proxy = proxy.as_ref().expect("http functions have a proxy");
+            let call = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(store, req, out);
+            let result = tokio::time::timeout(task_pool.config.timeout, call).await;
+            let outcome = match result {
+                Ok(Ok(())) => Outcome::Ok,
+                Ok(Err(err)) => outcome_of(&task_pool, &mut warm, err),
+                Err(_) => Outcome::Timeout,
+            };
+            let summary = match &outcome {
+                Outcome::Ok => Outcome::Ok,
+                Outcome::Timeout => Outcome::Timeout,
+                Outcome::Failed(m) => Outcome::Failed(m.clone()),
+            };
+            task_pool.finish(warm, &outcome, &request_id, started.elapsed());
+            drop(permit);
+            summary
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+            })),
+            Ok(Err(code)) => Err(InvokeError::Failed {
+                function: pool.name.to_string(),
+                message: format!("the function answered with error {code:?}"),
+            }),
+            Err(_) => Err(match task.await {
+                Ok(outcome) => failure(&pool, outcome),
+                Err(join) => InvokeError::Failed {
+                    function: pool.name.to_string(),
+                    message: format!("invocation task failed: {join}"),
+                },
+            }),
+        }
+    }
+
+    async fn invoke_event(
+        &self,
+        target: &Target,
+        request_id: &str,
+        event: CloudEvent,
+    ) -> Result<Option<Vec<u8>>, InvokeError> {
+        let pool = self.lookup(target)?;
+        if !pool.kind.event {
+            return Err(InvokeError::WrongKind {
+                function: pool.name.to_string(),
+                kind: "event",
+            });
+        }
+        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
+            function: pool.name.to_string(),
+            limit: pool.config.concurrency,
+        })?;
+        let mut warm = checkout(&pool, request_id).await?;
+        let started = Instant::now();
+        let event = to_wit(event);
+        let Warm { store, event: handler, .. } = &mut warm;
+        let handler = handler.as_ref().expect("event functions have bindings");
+        let call = handler.nimbus_function_handler().call_handle(store, &event);
+        let result = tokio::time::timeout(pool.config.timeout, call).await;
+        let (outcome, result) = match result {
+            Ok(Ok(Ok(output))) => (Outcome::Ok, Ok(output)),
+            // The handler ran to completion and reported an error: the instance is fine.
+            Ok(Ok(Err(message))) => (Outcome::Ok, Err(InvokeError::Handler(message))),
+            Ok(Err(err)) => {
+                let outcome = outcome_of(&pool, &mut warm, err);
+                let err = failure(&pool, clone_outcome(&outcome));
+                (outcome, Err(err))
+            }
+            Err(_) => (Outcome::Timeout, Err(failure(&pool, Outcome::Timeout))),
+        };
+        pool.finish(warm, &outcome, request_id, started.elapsed());
+        drop(permit);
+        result
+    }
+}
+
+fn clone_outcome(outcome: &Outcome) -> Outcome {
+    match outcome {
+        Outcome::Ok => Outcome::Ok,
+        Outcome::Timeout => Outcome::Timeout,
+        Outcome::Failed(m) => Outcome::Failed(m.clone()),
+    }
+}
