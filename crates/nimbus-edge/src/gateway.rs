@@ -1,0 +1,232 @@
+//! Request handling: app selection, routing, limits, request ids, and mapping
+//! invocation failures to HTTP statuses with a stable JSON error body.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use nimbus_core::app::App;
+use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker};
+
+use crate::body::LimitedBody;
+use crate::routes::{AppRoutes, Match, Table};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: u64,
+    /// The app that serves requests whose host selects no app.
+    pub default_app: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 << 20,
+            default_app: None,
+        }
+    }
+}
+
+pub struct Gateway {
+    invoker: Arc<dyn Invoker>,
+    table: ArcSwap<Table>,
+    config: GatewayConfig,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(invoker: Arc<dyn Invoker>, config: GatewayConfig) -> Arc<Self> {
+        let mut seed = [0u8; 4];
+        getrandom::fill(&mut seed).expect("system randomness");
+        let table = Table {
+            default_app: config.default_app.as_deref().map(Into::into),
+            ..Table::default()
+        };
+        Arc::new(Self {
+            invoker,
+            table: ArcSwap::from_pointee(table),
+            config,
+            id_prefix: format!("{:08x}", u32::from_le_bytes(seed)),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh request id, unique on this node.
+    pub fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:010x}", self.id_prefix)
+    }
+
+    /// Serves `deployment` of `app` from now on (an atomic swap).
+    pub fn set_app(&self, app: &App, deployment: u64) {
+        let routes = Arc::new(AppRoutes::new(app, deployment));
+        let hosts = app.all_hosts();
+        self.table.rcu(|old| {
+            let mut table = Table {
+                apps: old.apps.clone(),
+                hosts: old.hosts.clone(),
+                default_app: old.default_app.clone(),
+            };
+            table.hosts.retain(|_, a| **a != *app.name);
+            for host in &hosts {
+                table.hosts.insert(host.clone(), routes.name.clone());
+            }
+            table.apps.insert(routes.name.clone(), routes.clone());
+            table
+        });
+    }
+
+    pub fn remove_app(&self, name: &str) {
+        self.table.rcu(|old| Table {
+            apps: old.apps.iter().filter(|(k, _)| &***k != name).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            hosts: old.hosts.iter().filter(|(_, a)| &***a != name).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            default_app: old.default_app.clone(),
+        });
+    }
+
+    /// Handles one request; never fails (errors become responses).
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = self.request_id();
+        let mut response = self.route(request, &request_id).await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response
+    }
+
+    async fn route<B>(&self, request: Request<B>, request_id: &str) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let table = self.table.load();
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host());
+        let Some(app) = table.select(host) else {
+            let message = if table.apps.is_empty() {
+                "no app is deployed on this node".to_string()
+            } else {
+                format!(
+                    "no app serves host `{}`; use `Host: APP.localhost` or start the node with --default-app",
+                    host.unwrap_or_default()
+                )
+            };
+            return error(StatusCode::NOT_FOUND, "not_found", &message);
+        };
+        let (target, params) = match app.lookup(request.method(), request.uri().path()) {
+            Match::Found { target, params } => (target.clone(), params),
+            Match::MethodNotAllowed(allowed) => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!(
+                        "{} is not allowed on {}; allowed: {}",
+                        request.method(),
+                        request.uri().path(),
+                        allowed.join(", ")
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                    response.headers_mut().insert(ALLOW, v);
+                }
+                return response;
+            }
+            Match::NotFound => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no route for {} {} in app `{}`", request.method(), request.uri().path(), app.name),
+                );
+            }
+        };
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.config.max_body_bytes) {
+            return too_large(self.config.max_body_bytes);
+        }
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let (mut parts, body) = request.into_parts();
+        for (name, value) in params {
+            let header = HeaderName::from_bytes(format!("x-nimbus-param-{name}").as_bytes());
+            if let (Ok(header), Ok(value)) = (header, HeaderValue::from_str(&value)) {
+                parts.headers.insert(header, value);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            parts.headers.insert(REQUEST_ID, v);
+        }
+        let body = LimitedBody::new(body, self.config.max_body_bytes, exceeded.clone()).boxed_unsync();
+        let request = Request::from_parts(parts, body);
+        let result = self.invoker.invoke_http(&target, request_id, request).await;
+        if exceeded.load(Ordering::Relaxed) && !result.as_ref().is_ok_and(|r| r.status().is_success()) {
+            return too_large(self.config.max_body_bytes);
+        }
+        match result {
+            Ok(response) => response,
+            Err(err) => invoke_error(&err, request_id),
+        }
+    }
+}
+
+fn too_large(limit: u64) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+/// The response for a failed invocation. 5xx bodies name the function and the
+/// request id, never internals: the details are in the node's log.
+pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
+    match err {
+        InvokeError::Throttled { .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "throttled", &err.to_string());
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        InvokeError::Timeout { .. } => error(StatusCode::GATEWAY_TIMEOUT, "timeout", &err.to_string()),
+        InvokeError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &err.to_string()),
+        InvokeError::Failed { function, .. } => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_error",
+            &format!("function `{function}` failed; see the node log for request {request_id}"),
+        ),
+        InvokeError::WrongKind { .. } | InvokeError::Handler(_) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "function_error", &err.to_string())
+        }
+    }
+}
+
+/// A JSON error response: `{"code": "...", "message": "..."}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "code": code, "message": message }).to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,168 @@
+//! The routing table: which app a host selects, and which function a method and
+//! path reach within an app. Built whole for each deployment and swapped in
+//! atomically, so no request ever sees half an app.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use nimbus_core::app::App;
+use nimbus_core::ports::Target;
+
+/// One app's routes.
+pub struct AppRoutes {
+    pub name: Arc<str>,
+    router: matchit::Router<Vec<(Option<http::Method>, Target)>>,
+}
+
+/// What a path lookup found.
+pub enum Match<'a> {
+    Found {
+        target: &'a Target,
+        params: Vec<(String, String)>,
+    },
+    /// The path exists but not for this method; the methods it has.
+    MethodNotAllowed(Vec<String>),
+    NotFound,
+}
+
+impl AppRoutes {
+    pub fn new(app: &App, deployment: u64) -> Self {
+        let name: Arc<str> = app.name.as_str().into();
+        let mut by_path: HashMap<&str, Vec<(Option<http::Method>, Target)>> = HashMap::new();
+        for route in &app.routes {
+            let method = route
+                .method
+                .as_deref()
+                .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+            by_path.entry(&route.path).or_default().push((
+                method,
+                Target {
+                    app: name.clone(),
+                    function: route.function.as_str().into(),
+                    deployment,
+                },
+            ));
+        }
+        let mut router = matchit::Router::new();
+        for (path, mut targets) in by_path {
+            // Specific methods before the `*` route of the same path.
+            targets.sort_by_key(|(m, _)| m.is_none());
+            // The manifest was validated: paths are well-formed and conflict-free.
+            if let Err(err) = router.insert(path, targets) {
+                tracing::error!(app = %name, "route `{path}` skipped: {err}");
+            }
+        }
+        Self { name, router }
+    }
+
+    pub fn lookup(&self, method: &http::Method, path: &str) -> Match<'_> {
+        let Ok(matched) = self.router.at(path) else {
+            return Match::NotFound;
+        };
+        let found = matched
+            .value
+            .iter()
+            .find(|(m, _)| m.as_ref().is_none_or(|m| m == method));
+        match found {
+            Some((_, target)) => Match::Found {
+                target,
+                params: matched
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            None => {
+                let allowed: BTreeSet<String> = matched
+                    .value
+                    .iter()
+                    .filter_map(|(m, _)| m.as_ref().map(|m| m.to_string()))
+                    .collect();
+                Match::MethodNotAllowed(allowed.into_iter().collect())
+            }
+        }
+    }
+}
+
+/// Every app's routes and the host names that select them.
+#[derive(Default)]
+pub struct Table {
+    pub apps: HashMap<Arc<str>, Arc<AppRoutes>>,
+    pub hosts: HashMap<String, Arc<str>>,
+    pub default_app: Option<Arc<str>>,
+}
+
+impl Table {
+    /// The app for a request's `Host` (port ignored); otherwise the default app,
+    /// or the only app when there is just one.
+    pub fn select(&self, host: Option<&str>) -> Option<&Arc<AppRoutes>> {
+        if let Some(host) = host {
+            let bare = host.rsplit_once(':').map_or(host, |(h, _)| h).to_ascii_lowercase();
+            if let Some(app) = self.hosts.get(&bare) {
+                return self.apps.get(app);
+            }
+        }
+        if let Some(default) = &self.default_app {
+            return self.apps.get(default);
+        }
+        if self.apps.len() == 1 {
+            return self.apps.values().next();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_core::manifest::Manifest;
+
+    fn app(name: &str) -> App {
+        let text = format!(
+            "[app]\nname = \"{name}\"\nhosts = [\"{name}.example.com\"]\n[functions.f]\nsource = \"f.wasm\"\n\
+             [[routes]]\nmethod = \"GET\"\npath = \"/items/{{id}}\"\nfunction = \"f\"\n\
+             [[routes]]\nmethod = \"PUT\"\npath = \"/items/{{id}}\"\nfunction = \"f\"\n\
+             [[routes]]\npath = \"/files/{{*rest}}\"\nfunction = \"f\"\n"
+        );
+        Manifest::parse("nimbus.toml", &text).unwrap().app
+    }
+
+    #[test]
+    fn matches_params_wildcards_and_methods() {
+        let routes = AppRoutes::new(&app("a"), 1);
+        match routes.lookup(&http::Method::GET, "/items/42") {
+            Match::Found { target, params } => {
+                assert_eq!(&*target.function, "f");
+                assert_eq!(params, vec![("id".to_string(), "42".to_string())]);
+            }
+            _ => panic!("expected a match"),
+        }
+        match routes.lookup(&http::Method::DELETE, "/items/42") {
+            Match::MethodNotAllowed(allowed) => assert_eq!(allowed, ["GET", "PUT"]),
+            _ => panic!("expected 405"),
+        }
+        match routes.lookup(&http::Method::POST, "/files/a/b.txt") {
+            Match::Found { params, .. } => assert_eq!(params[0].1, "a/b.txt"),
+            _ => panic!("expected a wildcard match"),
+        }
+        assert!(matches!(routes.lookup(&http::Method::GET, "/nope"), Match::NotFound));
+    }
+
+    #[test]
+    fn selects_apps_by_host() {
+        let mut table = Table::default();
+        for name in ["a", "b"] {
+            let app = app(name);
+            let routes = Arc::new(AppRoutes::new(&app, 1));
+            for host in app.all_hosts() {
+                table.hosts.insert(host, routes.name.clone());
+            }
+            table.apps.insert(routes.name.clone(), routes);
+        }
+        assert_eq!(&*table.select(Some("b.localhost:8080")).unwrap().name, "b");
+        assert_eq!(&*table.select(Some("A.example.com")).unwrap().name, "a");
+        assert!(table.select(Some("other")).is_none(), "two apps and no default");
+        table.default_app = Some("a".into());
+        assert_eq!(&*table.select(None).unwrap().name, "a");
+    }
+}
