@@ -1,0 +1,278 @@
+//! The admin API under `/v1/`: deploy (upload components, plan, apply), list,
+//! get and delete apps, status, and invoking a function directly. Every route but
+//! `/v1/health` needs `Authorization: Bearer TOKEN`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body as AxumBody;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use nimbus_core::api::{DeployRequest, ErrorBody};
+use nimbus_core::cloudevent::CloudEvent;
+use nimbus_core::ports::{BoxError, InvokeError, Target};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::control::{Control, ControlError};
+use crate::token::same_token;
+
+/// Largest component upload accepted.
+const MAX_COMPONENT_BYTES: usize = 256 << 20;
+
+#[derive(Clone)]
+struct AdminState {
+    control: Arc<Control>,
+    token: Arc<str>,
+}
+
+/// The admin API's routes.
+pub fn router(control: Arc<Control>, token: String) -> axum::Router {
+    let state = AdminState {
+        control,
+        token: token.into(),
+    };
+    let authed = axum::Router::new()
+        .route(
+            "/v1/components/{digest}",
+            put(upload_component)
+                .get(component_exists)
+                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{name}", get(get_app).put(deploy).delete(delete_app))
+        .route("/v1/apps/{name}/plan", post(plan))
+        .route(
+            "/v1/apps/{app}/functions/{function}/invoke",
+            post(invoke).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    axum::Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .merge(authed)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn authenticate(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if same_token(token.trim(), &state.token) => next.run(request).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong admin token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer TOKEN`; the token is in the node's data dir (admin-token)",
+        ),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ControlError::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
+            ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ControlError::Activation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "activation_failed"),
+            ControlError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        };
+        if status.is_server_error() {
+            tracing::error!("admin request failed: {self}");
+        }
+        error(status, code, &self.to_string())
+    }
+}
+
+async fn upload_component(
+    State(state): State<AdminState>,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let uploaded = state.control.upload(&digest, &body).await?;
+    Ok(Json(uploaded).into_response())
+}
+
+async fn component_exists(State(state): State<AdminState>, Path(digest): Path<String>) -> Response {
+    if state.control.has_component(&digest) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "not_found", &format!("component {digest} not uploaded"))
+    }
+}
+
+async fn list_apps(State(state): State<AdminState>) -> Response {
+    Json(state.control.list().await).into_response()
+}
+
+async fn get_app(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Response, ControlError> {
+    Ok(Json(state.control.get(&name).await?).into_response())
+}
+
+async fn plan(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Json(request): Json<DeployRequest>,
+) -> Result<Response, ControlError> {
+    Ok(Json(state.control.plan(&name, &request).await?).into_response())
+}
+
+async fn deploy(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Json(request): Json<DeployRequest>,
+) -> Result<Response, ControlError> {
+    Ok(Json(state.control.deploy(&name, &request).await?).into_response())
+}
+
+async fn delete_app(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Response, ControlError> {
+    Ok(Json(state.control.delete(&name).await?).into_response())
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    Json(state.control.status().await).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct InvokeQuery {
+    /// HTTP functions: the request's method and path (with query).
+    method: Option<String>,
+    path: Option<String>,
+    /// Event functions: the CloudEvent `type`.
+    #[serde(rename = "type")]
+    ty: Option<String>,
+}
+
+/// Calls a function directly, bypassing routes: HTTP functions get a request
+/// built from `method`, `path`, the headers and body; event functions get the
+/// body as a CloudEvent's data.
+async fn invoke(
+    State(state): State<AdminState>,
+    Path((app, function)): Path<(String, String)>,
+    Query(query): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> Response {
+    let Some(deployment) = state.control.has_function(&app, &function).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("function `{app}/{function}` is not deployed"),
+        );
+    };
+    let platform = state.control.platform();
+    let Some((http, event)) = platform.function_kind(&app, &function) else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("function `{app}/{function}` is not deployed"));
+    };
+    let target = Target {
+        app: app.as_str().into(),
+        function: function.as_str().into(),
+        deployment,
+    };
+    let request_id = invocation_id();
+    let invoker = platform.invoker();
+    let wants_event = query.ty.is_some() || !http;
+    if wants_event && event {
+        let data = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => return error(StatusCode::BAD_REQUEST, "bad_request", &err.to_string()),
+        };
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let mut cloud_event = CloudEvent::new(
+            request_id.clone(),
+            format!("nimbus/{app}/invoke"),
+            query.ty.unwrap_or_else(|| "nimbus.invoke".into()),
+        );
+        if !data.is_empty() {
+            cloud_event = cloud_event.with_data(content_type, data.to_vec());
+        }
+        return match invoker.invoke_event(&target, &request_id, cloud_event).await {
+            Ok(Some(output)) => with_request_id(output.into_response(), &request_id),
+            Ok(None) => with_request_id(StatusCode::NO_CONTENT.into_response(), &request_id),
+            Err(err) => with_request_id(invoke_error(&err), &request_id),
+        };
+    }
+    if !http {
+        return error(StatusCode::BAD_REQUEST, "bad_request", &format!("function `{function}` handles neither"));
+    }
+    let method = query.method.as_deref().unwrap_or("GET");
+    let path = query.path.as_deref().unwrap_or("/");
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, format!("{app}.localhost"));
+    for (name, value) in &headers {
+        if name != header::AUTHORIZATION && name != header::HOST {
+            builder = builder.header(name, value);
+        }
+    }
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    let request = match builder.body(body) {
+        Ok(r) => r,
+        Err(err) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("invalid request: {err}")),
+    };
+    match invoker.invoke_http(&target, &request_id, request).await {
+        Ok(response) => with_request_id(response.map(AxumBody::new).into_response(), &request_id),
+        Err(err) => with_request_id(invoke_error(&err), &request_id),
+    }
+}
+
+fn invoke_error(err: &InvokeError) -> Response {
+    let (status, code) = match err {
+        InvokeError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+        InvokeError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        InvokeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        InvokeError::Handler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "handler_error"),
+        InvokeError::Failed { .. } | InvokeError::WrongKind { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "function_error")
+        }
+    };
+    error(status, code, &err.to_string())
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn invocation_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("system randomness");
+    format!("inv-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
