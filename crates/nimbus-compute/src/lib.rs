@@ -15,5 +15,8 @@ mod invoke;
 mod pool;
 mod runtime;
 
-pub use compile::ComponentKind;
-pub use runtime::{Runtime, RuntimeConfig};
+pub use compile::{ComponentKind, check_component_header};
+pub use runtime::{Prepared, Runtime, RuntimeConfig};
+
+/// The error type of compute operations (wasmtime's).
+pub use wasmtime::Error;

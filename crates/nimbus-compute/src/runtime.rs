@@ -97,6 +97,10 @@ impl Runtime {
         bytes: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
     ) -> wasmtime::Result<Prepared> {
         let report = self.compiler.get(digest, bytes)?;
+        // Link now, so a component that needs imports we lack fails at upload, not deploy.
+        self.linker
+            .instantiate_pre(&report.compiled.component)
+            .context("the component imports something Nimbus does not provide")?;
         Ok(Prepared {
             kind: report.compiled.kind,
             cached: report.cached,

@@ -1,1 +1,231 @@
-fn main() {}
+//! The `nimbus` binary: the CLI and the node, in one executable.
+
+mod cli_error;
+mod client;
+mod commands;
+mod loader;
+mod node;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Nimbus: a self-hostable serverless platform. Declare an app in `nimbus.toml`,
+/// run `nimbus up`, call it over HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "nimbus", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the app in DIR, start a node, deploy the app and serve it until Ctrl-C.
+    Up {
+        /// Folder with `nimbus.toml` (or the manifest file itself).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Skip the functions' `build` commands.
+        #[arg(long)]
+        no_build: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Start a node with no app, waiting for deploys.
+    Serve {
+        /// The app that serves requests whose Host header selects no app.
+        #[arg(long)]
+        default_app: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Deploy the app in DIR to a running node: print the plan, then apply it.
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Run the functions' `build` commands first.
+        #[arg(long)]
+        build: bool,
+        /// Print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Call a function directly (HTTP or event function), bypassing routes.
+    Invoke {
+        /// The function, as APP/FUNCTION.
+        target: String,
+        /// HTTP method of the request (HTTP functions).
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// Path and query of the request (HTTP functions).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request body or event data; `@FILE` reads a file, `@-` standard input.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        /// Extra request header, `NAME: VALUE` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Deliver `--data` as a CloudEvent of this type (event functions).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Print the response status and headers before the body.
+        #[arg(long, short = 'i')]
+        include: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show apps, functions, routes, instances, invocations, cold starts and latency.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an app from a running node.
+    Delete {
+        app: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Settings of a node (`up`, `serve`).
+#[derive(Args, Debug, Clone)]
+struct NodeArgs {
+    /// Gateway address (the apps' HTTP routes).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "NIMBUS_LISTEN")]
+    listen: SocketAddr,
+    /// Admin API address (deploys, status).
+    #[arg(long, default_value = "127.0.0.1:8081", env = "NIMBUS_ADMIN_LISTEN")]
+    admin_listen: SocketAddr,
+    /// Where the node keeps its state (database, components, compiled cache, token).
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Largest request body the gateway accepts, in bytes (413 beyond).
+    #[arg(long, default_value_t = 10 << 20)]
+    max_body_size: u64,
+    /// Function instances alive at once on this node.
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+}
+
+/// How client verbs reach a node.
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Admin API of the node.
+    #[arg(long, default_value = "http://127.0.0.1:8081", env = "NIMBUS_SERVER")]
+    server: String,
+    /// Admin token (default: read from the data dir).
+    #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The node's data dir, where the admin token is.
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The default data dir: `$XDG_DATA_HOME/nimbus`, else `~/.local/share/nimbus`.
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("nimbus");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/nimbus"),
+        None => PathBuf::from(".nimbus"),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NIMBUS_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up { dir, no_build, node } => {
+                init_logging();
+                commands::up(&dir, no_build, node.into_config(None)).await
+            }
+            Command::Serve { default_app, node } => {
+                init_logging();
+                commands::serve(node.into_config(default_app)).await
+            }
+            Command::Deploy {
+                dir,
+                build,
+                dry_run,
+                client,
+            } => commands::deploy(&dir, build, dry_run, &client.connect()?, client.json).await,
+            Command::Invoke {
+                target,
+                method,
+                path,
+                data,
+                headers,
+                event_type,
+                include,
+                client,
+            } => {
+                let req = commands::InvokeArgs {
+                    target,
+                    method,
+                    path,
+                    data,
+                    headers,
+                    event_type,
+                    include,
+                };
+                commands::invoke(&client.connect()?, req).await
+            }
+            Command::Status { client } => commands::status(&client.connect()?, client.json).await,
+            Command::Delete { app, client } => commands::delete(&client.connect()?, &app, client.json).await,
+        }
+    });
+    // Do not wait for lingering blocking tasks (e.g. a build) on exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => err.report(),
+    }
+}
+
+impl NodeArgs {
+    fn into_config(self, default_app: Option<String>) -> node::NodeConfig {
+        node::NodeConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            max_body_bytes: self.max_body_size,
+            default_app,
+            max_instances: self.max_instances,
+        }
+    }
+}
+
+impl ClientArgs {
+    fn connect(&self) -> Result<client::Client, cli_error::CliError> {
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        Ok(client::Client::new(&self.server, self.token.clone(), &data_dir)?)
+    }
+}

@@ -1,0 +1,286 @@
+//! The CLI verbs.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use nimbus_core::api::StatusReport;
+
+use crate::cli_error::CliError;
+use crate::client::{Client, api_error, check_app_function};
+use crate::loader::{load_components, manifest_path, read_manifest, run_builds};
+use crate::node::{Node, NodeConfig, shutdown_signal};
+
+type CliResult = Result<(), CliError>;
+
+pub async fn up(dir: &Path, no_build: bool, mut config: NodeConfig) -> CliResult {
+    let path = manifest_path(dir);
+    let manifest = read_manifest(&path)?;
+    let app_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if !no_build {
+        let (m, d) = (&manifest, &app_dir);
+        tokio::task::block_in_place(|| run_builds(m, d))?;
+    }
+    let loaded = load_components(manifest, &app_dir)?;
+    let name = loaded.manifest.app.name.clone();
+    config.default_app.get_or_insert(name.clone());
+    let node = Node::start(config).await?;
+    for (function, (digest, bytes)) in &loaded.components {
+        node.control
+            .upload(digest, bytes)
+            .await
+            .with_context(|| format!("function `{function}`"))?;
+    }
+    let deployed = node
+        .control
+        .deploy(&name, &loaded.deploy_request())
+        .await
+        .context("deploy failed")?;
+    if deployed.applied {
+        eprint!("{}", deployed.plan);
+    }
+    let base = format!("http://{}", node.gateway_addr);
+    println!("app `{name}` is up (deployment {})", deployed.deployment);
+    for route in &loaded.manifest.app.routes {
+        println!(
+            "  {:<7} {base}{}  -> {}",
+            route.method.as_deref().unwrap_or("*"),
+            route.path,
+            route.function
+        );
+    }
+    println!("admin API: http://{}  (Ctrl-C to stop)", node.admin_addr);
+    node.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn serve(config: NodeConfig) -> CliResult {
+    let data_dir = config.data_dir.clone();
+    let node = Node::start(config).await?;
+    println!("gateway:   http://{}", node.gateway_addr);
+    println!("admin API: http://{}", node.admin_addr);
+    println!("data dir:  {}", data_dir.display());
+    node.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn deploy(dir: &Path, build: bool, dry_run: bool, client: &Client, json: bool) -> CliResult {
+    let path = manifest_path(dir);
+    let manifest = read_manifest(&path)?;
+    let app_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if build {
+        run_builds(&manifest, &app_dir)?;
+    }
+    let loaded = load_components(manifest, &app_dir)?;
+    let name = loaded.manifest.app.name.clone();
+    for (function, (digest, bytes)) in &loaded.components {
+        if let Some(uploaded) = client
+            .upload(digest, bytes.clone())
+            .await
+            .with_context(|| format!("uploading function `{function}`"))?
+            && !json
+        {
+            eprintln!(
+                "uploaded `{function}` ({} KiB, {} function, compiled in {} ms)",
+                bytes.len() / 1024,
+                uploaded.kind,
+                uploaded.compile_ms
+            );
+        }
+    }
+    let request = loaded.deploy_request();
+    let plan = client.plan(&name, &request).await?;
+    if dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+        } else {
+            print!("{plan}");
+        }
+        return Ok(());
+    }
+    if plan.is_empty() {
+        if json {
+            println!("{}", serde_json::json!({ "plan": plan, "applied": false }));
+        } else {
+            print!("{plan}");
+        }
+        return Ok(());
+    }
+    if !json {
+        print!("{plan}");
+    }
+    let deployed = client.deploy(&name, &request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&deployed).expect("json"));
+    } else if deployed.applied {
+        println!("deployed app `{name}` (deployment {})", deployed.deployment);
+    } else {
+        println!("app `{name}`: no changes");
+    }
+    Ok(())
+}
+
+pub struct InvokeArgs {
+    pub target: String,
+    pub method: String,
+    pub path: String,
+    pub data: Option<String>,
+    pub headers: Vec<String>,
+    pub event_type: Option<String>,
+    pub include: bool,
+}
+
+fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {
+    match data.as_deref() {
+        None => Ok(Vec::new()),
+        Some("@-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            Ok(buf)
+        }
+        Some(d) if d.starts_with('@') => {
+            std::fs::read(&d[1..]).with_context(|| format!("cannot read `{}`", &d[1..]))
+        }
+        Some(d) => Ok(d.as_bytes().to_vec()),
+    }
+}
+
+pub async fn invoke(client: &Client, args: InvokeArgs) -> CliResult {
+    let (app, function) = check_app_function(&args.target)?;
+    let body = read_data(args.data)?;
+    let mut query = vec![("method", args.method.clone()), ("path", args.path.clone())];
+    if let Some(t) = &args.event_type {
+        query.push(("type", t.clone()));
+    }
+    let mut req = client
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{app}/functions/{function}/invoke"),
+        )
+        .query(&query)
+        .body(body);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("invalid header `{header}`: expected `NAME: VALUE`"))?;
+        req = req.header(name.trim(), value.trim());
+    }
+    let response = req.send().await.context("cannot reach the Nimbus node; is it running?")?;
+    let status = response.status();
+    if !status.is_success() && response.headers().get("content-type").is_some_and(|v| v == "application/json") && response.headers().get("x-nimbus-function-response").is_none() {
+        // Errors of the platform (not responses of the function) are JSON bodies.
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let err = api_error(response).await;
+        return Err(anyhow::anyhow!("{err} [request {request_id}]").into());
+    }
+    let mut out = std::io::stdout().lock();
+    if args.include {
+        writeln!(out, "{:?} {}", response.version(), status).ok();
+        for (name, value) in response.headers() {
+            writeln!(out, "{name}: {}", value.to_str().unwrap_or("<binary>")).ok();
+        }
+        writeln!(out).ok();
+    }
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the response")?;
+        out.write_all(&chunk).context("writing to stdout")?;
+        out.flush().ok();
+    }
+    if !status.is_success() {
+        return Err(anyhow::anyhow!("the function answered {status}").into());
+    }
+    Ok(())
+}
+
+pub async fn status(client: &Client, json: bool) -> CliResult {
+    let report = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        print!("{}", render_status(&report));
+    }
+    Ok(())
+}
+
+pub async fn delete(client: &Client, app: &str, json: bool) -> CliResult {
+    let plan = client.delete(app).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+    } else {
+        print!("{plan}");
+        println!("deleted app `{app}`");
+    }
+    Ok(())
+}
+
+/// The status report as aligned tables.
+pub fn render_status(report: &StatusReport) -> String {
+    let mut out = format!("gateway {}\n", report.gateway);
+    if report.apps.is_empty() {
+        out.push_str("no apps deployed\n");
+        return out;
+    }
+    let mut apps = vec![vec!["APP".into(), "DEPLOYMENT".into(), "HOSTS".into()]];
+    let mut functions = vec![
+        [
+            "FUNCTION", "KIND", "LIVE", "BUSY", "INVOCATIONS", "ERRORS", "THROTTLED", "COLD STARTS",
+            "P50 MS", "P99 MS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut routes = vec![vec!["ROUTE".into(), "FUNCTION".into()]];
+    for app in &report.apps {
+        apps.push(vec![app.name.clone(), app.deployment.to_string(), app.hosts.join(", ")]);
+        for f in &app.functions {
+            functions.push(vec![
+                format!("{}/{}", app.name, f.name),
+                f.kind.clone(),
+                f.live_instances.to_string(),
+                f.busy_instances.to_string(),
+                f.invocations.to_string(),
+                f.errors.to_string(),
+                f.throttles.to_string(),
+                f.cold_starts.to_string(),
+                format!("{:.2}", f.p50_ms),
+                format!("{:.2}", f.p99_ms),
+            ]);
+        }
+        for r in &app.routes {
+            routes.push(vec![
+                format!("{} {}{}", r.method, "", r.path),
+                format!("{}/{}", app.name, r.function),
+            ]);
+        }
+    }
+    for table in [apps, functions, routes] {
+        out.push('\n');
+        out.push_str(&table_text(&table));
+    }
+    out
+}
+
+fn table_text(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,198 @@
+//! Node assembly: opens the data dir, builds every layer, wires them through the
+//! ports, restores the stored apps, and runs the gateway and admin servers until
+//! shutdown (in-flight requests finish).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use nimbus_compute::{Runtime, RuntimeConfig};
+use nimbus_core::api::{ComponentUploaded, FunctionStatus};
+use nimbus_core::app::App;
+use nimbus_core::ports::Invoker;
+use nimbus_data::{Database, FileStore};
+use nimbus_edge::{Gateway, GatewayConfig};
+use nimbus_ops::{Control, Platform};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: u64,
+    pub default_app: Option<String>,
+    pub max_instances: u32,
+}
+
+/// The layers, as ops sees them.
+struct NodePlatform {
+    runtime: Arc<Runtime>,
+    gateway: Arc<Gateway>,
+    components: FileStore,
+}
+
+fn to_string(err: nimbus_compute::Error) -> String {
+    format!("{err:#}")
+}
+
+#[async_trait]
+impl Platform for NodePlatform {
+    async fn prepare(&self, digest: &str) -> Result<ComponentUploaded, String> {
+        let runtime = self.runtime.clone();
+        let components = self.components.clone();
+        let owned = digest.to_string();
+        let prepared = tokio::task::spawn_blocking(move || {
+            runtime.prepare(&owned, || components.read(&owned).map_err(nimbus_compute::Error::new))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(to_string)?;
+        Ok(ComponentUploaded {
+            digest: digest.to_string(),
+            kind: prepared.kind.to_string(),
+            compile_ms: prepared.elapsed.as_millis() as u64,
+            cached: prepared.cached,
+        })
+    }
+
+    async fn activate(&self, app: &App, deployment: u64) -> Result<(), String> {
+        let components = self.components.clone();
+        let load = move |digest: &str| components.read(digest).map_err(nimbus_compute::Error::new);
+        self.runtime
+            .activate(app, deployment, &load)
+            .await
+            .map_err(to_string)?;
+        self.gateway.set_app(app, deployment);
+        Ok(())
+    }
+
+    fn remove(&self, app: &str) {
+        self.gateway.remove_app(app);
+        self.runtime.remove(app);
+    }
+
+    fn function_status(&self, app: &str) -> Vec<FunctionStatus> {
+        self.runtime.status(app)
+    }
+
+    fn function_kind(&self, app: &str, function: &str) -> Option<(bool, bool)> {
+        self.runtime.kind(app, function).map(|k| (k.http, k.event))
+    }
+
+    fn invoker(&self) -> Arc<dyn Invoker> {
+        self.runtime.clone()
+    }
+}
+
+/// A started node: listening, apps restored.
+pub struct Node {
+    pub control: Arc<Control>,
+    pub gateway_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    gateway_listener: TcpListener,
+    admin_listener: TcpListener,
+    gateway: Arc<Gateway>,
+    token: String,
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data dir `{}`", config.data_dir.display())
+        })?;
+        let gateway_listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let token = nimbus_ops::load_or_create_token(&config.data_dir)
+            .context("cannot create the admin token")?;
+        let db = Database::open(&config.data_dir)?;
+        let components = FileStore::open(config.data_dir.join("components"), "wasm")?;
+        let cache = FileStore::open(config.data_dir.join("cache").join("compiled"), "cwasm")?;
+        let runtime = Runtime::new(
+            RuntimeConfig {
+                max_instances: config.max_instances,
+                ..RuntimeConfig::default()
+            },
+            Arc::new(cache),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly runtime: {e:#}"))?;
+        let gateway = Gateway::new(
+            runtime.clone(),
+            GatewayConfig {
+                max_body_bytes: config.max_body_bytes,
+                default_app: config.default_app.clone(),
+            },
+        );
+        let platform = Arc::new(NodePlatform {
+            runtime,
+            gateway: gateway.clone(),
+            components: components.clone(),
+        });
+        let control = Control::new(db, components, platform, format!("http://{gateway_addr}"))?;
+        let restored = control.restore().await?;
+        if restored > 0 {
+            tracing::info!("restored {restored} app(s) from {}", config.data_dir.display());
+        }
+        Ok(Self {
+            control,
+            gateway_addr,
+            admin_addr,
+            gateway_listener,
+            admin_listener,
+            gateway,
+            token,
+        })
+    }
+
+    /// Serves until `shutdown` flips to true, then drains in-flight requests.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let router = nimbus_ops::router(self.control.clone(), self.token.clone());
+        let mut admin_shutdown = shutdown.clone();
+        let admin = tokio::spawn(nimbus_ops::serve(self.admin_listener, router, async move {
+            let _ = admin_shutdown.wait_for(|stop| *stop).await;
+        }));
+        let gateway = nimbus_edge::serve(
+            self.gateway_listener,
+            self.gateway,
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+            Duration::from_secs(30),
+        );
+        gateway.await.context("gateway server failed")?;
+        admin.await?.context("admin server failed")?;
+        Ok(())
+    }
+}
+
+/// A watch channel that flips on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = tx.send(true);
+    });
+    rx
+}
