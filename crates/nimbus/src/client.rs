@@ -34,7 +34,8 @@ impl Client {
         Ok(Self {
             base: server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::builder().build()?,
+            // The admin API is local or named explicitly: never through an HTTP proxy.
+            http: reqwest::Client::builder().no_proxy().build()?,
         })
     }
 

@@ -65,7 +65,13 @@ pub async fn serve(config: NodeConfig) -> CliResult {
     Ok(())
 }
 
-pub async fn deploy(dir: &Path, build: bool, dry_run: bool, client: &Client, json: bool) -> CliResult {
+pub async fn deploy(
+    dir: &Path,
+    build: bool,
+    dry_run: bool,
+    connect: impl FnOnce() -> Result<Client, CliError>,
+    json: bool,
+) -> CliResult {
     let path = manifest_path(dir);
     let manifest = read_manifest(&path)?;
     let app_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -73,6 +79,7 @@ pub async fn deploy(dir: &Path, build: bool, dry_run: bool, client: &Client, jso
         run_builds(&manifest, &app_dir)?;
     }
     let loaded = load_components(manifest, &app_dir)?;
+    let client = &connect()?;
     let name = loaded.manifest.app.name.clone();
     for (function, (digest, bytes)) in &loaded.components {
         if let Some(uploaded) = client

@@ -149,6 +149,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -176,7 +177,7 @@ fn main() -> ExitCode {
                 build,
                 dry_run,
                 client,
-            } => commands::deploy(&dir, build, dry_run, &client.connect()?, client.json).await,
+            } => commands::deploy(&dir, build, dry_run, || client.connect(), client.json).await,
             Command::Invoke {
                 target,
                 method,

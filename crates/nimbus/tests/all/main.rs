@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `nimbus` binary on free loopback ports.
+
+mod deploy;
+mod events;
+mod gateway;
+mod hello_example;
+mod limits;
+mod manifest_errors;
+mod support;

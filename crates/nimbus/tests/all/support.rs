@@ -1,0 +1,271 @@
+//! Test support: builds the guest fixtures once, starts the real `nimbus` binary on
+//! free loopback ports with a temporary data dir, and talks to it over HTTP and
+//! through the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn nimbus_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nimbus")
+}
+
+/// Builds `test-programs/` (once per test run) and returns the path of a fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = repo_root().join("test-programs");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .expect("run cargo for test-programs");
+        assert!(status.success(), "building test-programs failed");
+        root.join("target/wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "fixture {} missing", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A folder with a `nimbus.toml` (and whatever else a test writes there).
+pub struct AppDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl AppDir {
+    /// Writes `manifest` after replacing `{http}` and `{event}` with fixture paths.
+    pub fn new(manifest: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = manifest
+            .replace("{http}", &fixture("http_fixture").display().to_string())
+            .replace("{event}", &fixture("event_fixture").display().to_string());
+        std::fs::write(dir.path().join("nimbus.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rewrite(&self, manifest: &str) {
+        let again = AppDir::new(manifest);
+        std::fs::copy(again.path().join("nimbus.toml"), self.path().join("nimbus.toml")).unwrap();
+    }
+}
+
+/// A running `nimbus serve` (or `up`) process.
+pub struct TestNode {
+    child: Option<Child>,
+    pub gateway: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+    listen: u16,
+    admin_listen: u16,
+}
+
+impl TestNode {
+    /// `nimbus serve` with a fresh data dir.
+    pub fn serve() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().to_path_buf();
+        let mut node = Self::start_in(&data_dir, &["serve"]);
+        node._tmp = Some(tmp);
+        node
+    }
+
+    /// Starts `nimbus ARGS --listen … --admin-listen … --data-dir DATA_DIR`.
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let (listen, admin_listen) = (free_port(), free_port());
+        let mut node = Self {
+            child: None,
+            gateway: format!("http://127.0.0.1:{listen}"),
+            admin: format!("http://127.0.0.1:{admin_listen}"),
+            data_dir: data_dir.to_path_buf(),
+            log: Arc::new(Mutex::new(String::new())),
+            _tmp: None,
+            listen,
+            admin_listen,
+        };
+        node.spawn(args);
+        node
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let mut child = Command::new(nimbus_bin())
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.listen))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{}", self.admin_listen))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("NIMBUS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nimbus");
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = self.log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let url = format!("{}/v1/health", self.admin);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nimbus exited early ({status}):\n{}", self.log());
+            }
+            let ok = std::net::TcpStream::connect(("127.0.0.1", self.admin_listen)).is_ok()
+                && Command::new("curl")
+                    .args(["-sf", "--noproxy", "*", &url])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nimbus did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never showed `{needle}`:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a client verb against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(nimbus_bin())
+            .args(args)
+            .arg("--server")
+            .arg(&self.admin)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nimbus")
+    }
+
+    /// `nimbus deploy DIR`, asserting success; returns stdout.
+    pub fn deploy(&self, dir: &Path) -> String {
+        let out = self.cli(&["deploy", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "deploy failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
+    /// `kill -9` and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    /// Starts the process again on the same ports and data dir.
+    pub fn restart(&mut self, args: &[&str]) {
+        self.kill9();
+        self.spawn(args);
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The status entry of one function.
+    pub async fn function_status(&self, app: &str, function: &str) -> serde_json::Value {
+        let status = self.status().await;
+        status["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == app)
+            .and_then(|a| a["functions"].as_array().unwrap().iter().find(|f| f["name"] == function).cloned())
+            .unwrap_or_else(|| panic!("no function {app}/{function} in {status}"))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A manifest with one HTTP fixture function `api` behind `* /{*path}`.
+pub fn http_app(name: &str, function_settings: &str) -> String {
+    format!(
+        "[app]\nname = \"{name}\"\n\n[functions.api]\nsource = \"{{http}}\"\n{function_settings}\n\n\
+         [[routes]]\npath = \"/{{*path}}\"\nfunction = \"api\"\n"
+    )
+}
