@@ -7,11 +7,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::error::Context as _;
-use wasmtime::bail;
 use nimbus_core::ports::ArtifactCache;
 use wasmtime::Engine;
+use wasmtime::bail;
 use wasmtime::component::Component;
+use wasmtime::error::Context as _;
 
 /// What a component can be invoked as, from its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,9 +127,9 @@ impl Invoker for Runtime {
             summary
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response.map(|body| {
-                body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
-            })),
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+            }
             Ok(Err(code)) => Err(InvokeError::Failed {
                 function: pool.name.to_string(),
                 message: format!("the function answered with error {code:?}"),
@@ -164,7 +164,11 @@ impl Invoker for Runtime {
         let mut warm = checkout(&pool, request_id).await?;
         let started = Instant::now();
         let event = to_wit(event);
-        let Warm { store, event: handler, .. } = &mut warm;
+        let Warm {
+            store,
+            event: handler,
+            ..
+        } = &mut warm;
         let handler = handler.as_ref().expect("event functions have bindings");
         let call = handler.nimbus_function_handler().call_handle(store, &event);
         let result = tokio::time::timeout(pool.config.timeout, call).await;

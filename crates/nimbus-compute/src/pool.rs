@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::error::Context as _;
 use nimbus_core::api::FunctionStatus;
 use nimbus_core::app::Function;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{InstancePre, Linker};
+use wasmtime::error::Context as _;
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 
@@ -100,7 +100,12 @@ impl FunctionPool {
     ) -> wasmtime::Result<Self> {
         let pre = linker
             .instantiate_pre(&compiled.component)
-            .with_context(|| format!("function `{}` imports something Nimbus does not provide", config.name))?;
+            .with_context(|| {
+                format!(
+                    "function `{}` imports something Nimbus does not provide",
+                    config.name
+                )
+            })?;
         let proxy_indices = compiled
             .kind
             .http

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use wasmtime::error::Context as _;
 use nimbus_core::api::FunctionStatus;
 use nimbus_core::app::App;
 use nimbus_core::ports::ArtifactCache;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime::error::Context as _;
 
 use crate::compile::{Compiler, ComponentKind};
 use crate::engine::{EpochTicker, new_engine};
@@ -66,7 +66,10 @@ pub struct Prepared {
 
 impl Runtime {
     /// Creates the runtime and starts its background reaper (needs a Tokio runtime).
-    pub fn new(config: RuntimeConfig, cache: Arc<dyn ArtifactCache>) -> wasmtime::Result<Arc<Self>> {
+    pub fn new(
+        config: RuntimeConfig,
+        cache: Arc<dyn ArtifactCache>,
+    ) -> wasmtime::Result<Arc<Self>> {
         let engine = new_engine(config.max_instances, config.max_memory_mb)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -83,7 +86,9 @@ impl Runtime {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                let Some(runtime) = weak.upgrade() else { return };
+                let Some(runtime) = weak.upgrade() else {
+                    return;
+                };
                 runtime.maintain().await;
             }
         });
@@ -169,10 +174,19 @@ impl Runtime {
     }
 
     fn current(&self, app: &str) -> Option<Arc<AppPools>> {
-        self.apps.read().unwrap().get(app).map(|d| d.current.clone())
+        self.apps
+            .read()
+            .unwrap()
+            .get(app)
+            .map(|d| d.current.clone())
     }
 
-    pub(crate) fn pool(&self, app: &str, function: &str, deployment: u64) -> Option<Arc<FunctionPool>> {
+    pub(crate) fn pool(
+        &self,
+        app: &str,
+        function: &str,
+        deployment: u64,
+    ) -> Option<Arc<FunctionPool>> {
         let apps = self.apps.read().unwrap();
         let deployed = apps.get(app)?;
         let pools = if deployed.current.deployment == deployment {

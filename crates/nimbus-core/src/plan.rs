@@ -65,10 +65,18 @@ impl Plan {
             }
         }
         let old_routes: BTreeMap<String, &str> = current
-            .map(|a| a.routes.iter().map(|r| (r.key(), r.function.as_str())).collect())
+            .map(|a| {
+                a.routes
+                    .iter()
+                    .map(|r| (r.key(), r.function.as_str()))
+                    .collect()
+            })
             .unwrap_or_default();
-        let new_routes: BTreeMap<String, &str> =
-            next.routes.iter().map(|r| (r.key(), r.function.as_str())).collect();
+        let new_routes: BTreeMap<String, &str> = next
+            .routes
+            .iter()
+            .map(|r| (r.key(), r.function.as_str()))
+            .collect();
         for (key, function) in &new_routes {
             match old_routes.get(key) {
                 None => changes.push(change(Op::Added, "route", key, format!("-> {function}"))),
@@ -191,7 +199,9 @@ mod tests {
 
     #[test]
     fn shows_added_changed_removed() {
-        let next = BASE.replace("/x", "/y").replace("f.wasm\"", "f.wasm\"\ntimeout = \"1s\"");
+        let next = BASE
+            .replace("/x", "/y")
+            .replace("f.wasm\"", "f.wasm\"\ntimeout = \"1s\"");
         let plan = Plan::between(Some(&app(BASE)), &app(&next));
         let text = plan.to_string();
         assert!(text.contains("~ function f (timeout)"), "{text}");

@@ -38,7 +38,10 @@ pub enum InvokeError {
     #[error("function `{function}` failed: {message}")]
     Failed { function: String, message: String },
     #[error("function `{function}` does not handle {kind} invocations")]
-    WrongKind { function: String, kind: &'static str },
+    WrongKind {
+        function: String,
+        kind: &'static str,
+    },
     /// An event handler returned an error of its own.
     #[error("{0}")]
     Handler(String),

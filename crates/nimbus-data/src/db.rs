@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn migrations_run_once_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let steps = ["CREATE TABLE t (x INTEGER)", "ALTER TABLE t ADD COLUMN y TEXT"];
+        let steps = [
+            "CREATE TABLE t (x INTEGER)",
+            "ALTER TABLE t ADD COLUMN y TEXT",
+        ];
         let db = Database::open(dir.path()).unwrap();
         db.migrate("test", &steps).unwrap();
         db.call_blocking(|c| Ok(c.execute("INSERT INTO t VALUES (1, 'a')", [])?))
@@ -155,7 +158,12 @@ mod tests {
     fn failed_migration_names_owner_and_version() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
-        let err = db.migrate("svc", &["CREATE TABLE a (x)", "NOT SQL"]).unwrap_err();
-        assert!(err.to_string().starts_with("migration 2 of `svc` failed"), "{err}");
+        let err = db
+            .migrate("svc", &["CREATE TABLE a (x)", "NOT SQL"])
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("migration 2 of `svc` failed"),
+            "{err}"
+        );
     }
 }

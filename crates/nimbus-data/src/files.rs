@@ -86,7 +86,6 @@ impl FileStore {
     }
 }
 
-
 impl nimbus_core::ports::ArtifactCache for FileStore {
     fn lookup(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok().filter(|p| p.is_file())

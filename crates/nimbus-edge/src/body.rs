@@ -44,7 +44,9 @@ where
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err("request body exceeds the size limit".into())));
+                        return Poll::Ready(Some(
+                            Err("request body exceeds the size limit".into()),
+                        ));
                     }
                     self.remaining -= len;
                 }

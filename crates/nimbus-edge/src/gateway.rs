@@ -86,8 +86,18 @@ impl Gateway {
 
     pub fn remove_app(&self, name: &str) {
         self.table.rcu(|old| Table {
-            apps: old.apps.iter().filter(|(k, _)| &***k != name).map(|(k, v)| (k.clone(), v.clone())).collect(),
-            hosts: old.hosts.iter().filter(|(_, a)| &***a != name).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            apps: old
+                .apps
+                .iter()
+                .filter(|(k, _)| &***k != name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            hosts: old
+                .hosts
+                .iter()
+                .filter(|(_, a)| &***a != name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             default_app: old.default_app.clone(),
         });
     }
@@ -150,7 +160,12 @@ impl Gateway {
                 return error(
                     StatusCode::NOT_FOUND,
                     "not_found",
-                    &format!("no route for {} {} in app `{}`", request.method(), request.uri().path(), app.name),
+                    &format!(
+                        "no route for {} {} in app `{}`",
+                        request.method(),
+                        request.uri().path(),
+                        app.name
+                    ),
                 );
             }
         };
@@ -173,10 +188,13 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             parts.headers.insert(REQUEST_ID, v);
         }
-        let body = LimitedBody::new(body, self.config.max_body_bytes, exceeded.clone()).boxed_unsync();
+        let body =
+            LimitedBody::new(body, self.config.max_body_bytes, exceeded.clone()).boxed_unsync();
         let request = Request::from_parts(parts, body);
         let result = self.invoker.invoke_http(&target, request_id, request).await;
-        if exceeded.load(Ordering::Relaxed) && !result.as_ref().is_ok_and(|r| r.status().is_success()) {
+        if exceeded.load(Ordering::Relaxed)
+            && !result.as_ref().is_ok_and(|r| r.status().is_success())
+        {
             return too_large(self.config.max_body_bytes);
         }
         match result {
@@ -200,19 +218,24 @@ pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
     match err {
         InvokeError::Throttled { .. } => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "throttled", &err.to_string());
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        InvokeError::Timeout { .. } => error(StatusCode::GATEWAY_TIMEOUT, "timeout", &err.to_string()),
+        InvokeError::Timeout { .. } => {
+            error(StatusCode::GATEWAY_TIMEOUT, "timeout", &err.to_string())
+        }
         InvokeError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &err.to_string()),
         InvokeError::Failed { function, .. } => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "function_error",
             &format!("function `{function}` failed; see the node log for request {request_id}"),
         ),
-        InvokeError::WrongKind { .. } | InvokeError::Handler(_) => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, "function_error", &err.to_string())
-        }
+        InvokeError::WrongKind { .. } | InvokeError::Handler(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_error",
+            &err.to_string(),
+        ),
     }
 }
 

@@ -97,7 +97,10 @@ impl Table {
     /// or the only app when there is just one.
     pub fn select(&self, host: Option<&str>) -> Option<&Arc<AppRoutes>> {
         if let Some(host) = host {
-            let bare = host.rsplit_once(':').map_or(host, |(h, _)| h).to_ascii_lowercase();
+            let bare = host
+                .rsplit_once(':')
+                .map_or(host, |(h, _)| h)
+                .to_ascii_lowercase();
             if let Some(app) = self.hosts.get(&bare) {
                 return self.apps.get(app);
             }
@@ -145,7 +148,10 @@ mod tests {
             Match::Found { params, .. } => assert_eq!(params[0].1, "a/b.txt"),
             _ => panic!("expected a wildcard match"),
         }
-        assert!(matches!(routes.lookup(&http::Method::GET, "/nope"), Match::NotFound));
+        assert!(matches!(
+            routes.lookup(&http::Method::GET, "/nope"),
+            Match::NotFound
+        ));
     }
 
     #[test]
@@ -161,7 +167,10 @@ mod tests {
         }
         assert_eq!(&*table.select(Some("b.localhost:8080")).unwrap().name, "b");
         assert_eq!(&*table.select(Some("A.example.com")).unwrap().name, "a");
-        assert!(table.select(Some("other")).is_none(), "two apps and no default");
+        assert!(
+            table.select(Some("other")).is_none(),
+            "two apps and no default"
+        );
         table.default_app = Some("a".into());
         assert_eq!(&*table.select(None).unwrap().name, "a");
     }

@@ -46,7 +46,10 @@ pub fn router(control: Arc<Control>, token: String) -> axum::Router {
                 .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
         )
         .route("/v1/apps", get(list_apps))
-        .route("/v1/apps/{name}", get(get_app).put(deploy).delete(delete_app))
+        .route(
+            "/v1/apps/{name}",
+            get(get_app).put(deploy).delete(delete_app),
+        )
         .route("/v1/apps/{name}/plan", post(plan))
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",
@@ -67,7 +70,9 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn authenticate(State(state): State<AdminState>, request: Request, next: Next) -> Response {
@@ -78,7 +83,11 @@ async fn authenticate(State(state): State<AdminState>, request: Request, next: N
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(token) if same_token(token.trim(), &state.token) => next.run(request).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong admin token"),
+        Some(_) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin token",
+        ),
         None => error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -127,7 +136,11 @@ async fn component_exists(State(state): State<AdminState>, Path(digest): Path<St
     if state.control.has_component(&digest) {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        error(StatusCode::NOT_FOUND, "not_found", &format!("component {digest} not uploaded"))
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("component {digest} not uploaded"),
+        )
     }
 }
 
@@ -135,7 +148,10 @@ async fn list_apps(State(state): State<AdminState>) -> Response {
     Json(state.control.list().await).into_response()
 }
 
-async fn get_app(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Response, ControlError> {
+async fn get_app(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ControlError> {
     Ok(Json(state.control.get(&name).await?).into_response())
 }
 
@@ -155,7 +171,10 @@ async fn deploy(
     Ok(Json(state.control.deploy(&name, &request).await?).into_response())
 }
 
-async fn delete_app(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Response, ControlError> {
+async fn delete_app(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ControlError> {
     Ok(Json(state.control.delete(&name).await?).into_response())
 }
 
@@ -192,7 +211,11 @@ async fn invoke(
     };
     let platform = state.control.platform();
     let Some((http, event)) = platform.function_kind(&app, &function) else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("function `{app}/{function}` is not deployed"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("function `{app}/{function}` is not deployed"),
+        );
     };
     let target = Target {
         app: app.as_str().into(),
@@ -220,14 +243,21 @@ async fn invoke(
         if !data.is_empty() {
             cloud_event = cloud_event.with_data(content_type, data.to_vec());
         }
-        return match invoker.invoke_event(&target, &request_id, cloud_event).await {
+        return match invoker
+            .invoke_event(&target, &request_id, cloud_event)
+            .await
+        {
             Ok(Some(output)) => with_request_id(output.into_response(), &request_id),
             Ok(None) => with_request_id(StatusCode::NO_CONTENT.into_response(), &request_id),
             Err(err) => with_request_id(invoke_error(&err), &request_id),
         };
     }
     if !http {
-        return error(StatusCode::BAD_REQUEST, "bad_request", &format!("function `{function}` handles neither"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("function `{function}` handles neither"),
+        );
     }
     let method = query.method.as_deref().unwrap_or("GET");
     let path = query.path.as_deref().unwrap_or("/");
@@ -243,7 +273,13 @@ async fn invoke(
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
     let request = match builder.body(body) {
         Ok(r) => r,
-        Err(err) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("invalid request: {err}")),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("invalid request: {err}"),
+            );
+        }
     };
     match invoker.invoke_http(&target, &request_id, request).await {
         Ok(response) => with_request_id(response.map(AxumBody::new).into_response(), &request_id),
@@ -274,5 +310,8 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 fn invocation_id() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("system randomness");
-    format!("inv-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "inv-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }

@@ -117,7 +117,11 @@ impl Control {
     }
 
     /// Stores an uploaded component and compiles it.
-    pub async fn upload(&self, digest: &str, bytes: &[u8]) -> Result<ComponentUploaded, ControlError> {
+    pub async fn upload(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<ComponentUploaded, ControlError> {
         let actual = sha256_hex(bytes);
         if actual != digest {
             return Err(ControlError::BadRequest(format!(
@@ -129,7 +133,10 @@ impl Control {
         tokio::task::spawn_blocking(move || store.put_content(&owned))
             .await
             .map_err(|e| ControlError::Storage(e.to_string()))??;
-        self.platform.prepare(digest).await.map_err(ControlError::BadRequest)
+        self.platform
+            .prepare(digest)
+            .await
+            .map_err(ControlError::BadRequest)
     }
 
     pub fn has_component(&self, digest: &str) -> bool {
@@ -170,10 +177,19 @@ impl Control {
 
     /// Applies a deploy: store it, then swap it in. A deploy without changes
     /// changes nothing.
-    pub async fn deploy(&self, name: &str, request: &DeployRequest) -> Result<DeployResponse, ControlError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        request: &DeployRequest,
+    ) -> Result<DeployResponse, ControlError> {
         let _serial = self.deploy_lock.lock().await;
         let app = self.resolve(name, request)?;
-        let previous = self.apps.read().await.get(name).map(|d| (d.stored.clone(), d.app.clone()));
+        let previous = self
+            .apps
+            .read()
+            .await
+            .get(name)
+            .map(|d| (d.stored.clone(), d.app.clone()));
         let plan = Plan::between(previous.as_ref().map(|(_, a)| a), &app);
         if let Some((stored, _)) = &previous
             && plan.is_empty()
@@ -207,7 +223,9 @@ impl Control {
     pub async fn delete(&self, name: &str) -> Result<Plan, ControlError> {
         let _serial = self.deploy_lock.lock().await;
         let Some(deployed) = self.apps.read().await.get(name).map(|d| d.app.clone()) else {
-            return Err(ControlError::NotFound(format!("app `{name}` is not deployed")));
+            return Err(ControlError::NotFound(format!(
+                "app `{name}` is not deployed"
+            )));
         };
         self.registry.delete(name).await?;
         self.platform.remove(name);
@@ -249,7 +267,10 @@ impl Control {
     pub async fn has_function(&self, app: &str, function: &str) -> Option<u64> {
         let apps = self.apps.read().await;
         let d = apps.get(app)?;
-        d.app.functions.contains_key(function).then_some(d.stored.deployment)
+        d.app
+            .functions
+            .contains_key(function)
+            .then_some(d.stored.deployment)
     }
 
     pub async fn status(&self) -> StatusReport {

@@ -51,8 +51,10 @@ impl Registry {
                         request: DeployRequest {
                             manifest_file: row.get(2)?,
                             manifest: row.get(3)?,
-                            components: serde_json::from_str::<BTreeMap<String, String>>(&components)
-                                .unwrap_or_default(),
+                            components: serde_json::from_str::<BTreeMap<String, String>>(
+                                &components,
+                            )
+                            .unwrap_or_default(),
                         },
                         deployed_at: row.get(5)?,
                     })
@@ -63,7 +65,12 @@ impl Registry {
     }
 
     /// Stores `request` as `name`'s serving deployment; returns its new number.
-    pub async fn put(&self, name: &str, request: &DeployRequest, now: String) -> Result<StoredApp, DbError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        request: &DeployRequest,
+        now: String,
+    ) -> Result<StoredApp, DbError> {
         let name = name.to_string();
         let request = request.clone();
         self.db
@@ -98,11 +105,19 @@ impl Registry {
             .call(move |conn| {
                 match previous {
                     Some(p) => {
-                        let components = serde_json::to_string(&p.request.components).expect("json map");
+                        let components =
+                            serde_json::to_string(&p.request.components).expect("json map");
                         conn.execute(
                             "UPDATE apps SET deployment = ?2, manifest_file = ?3, manifest = ?4,
                                 components = ?5, deployed_at = ?6 WHERE name = ?1",
-                            (&name, p.deployment as i64, &p.request.manifest_file, &p.request.manifest, &components, &p.deployed_at),
+                            (
+                                &name,
+                                p.deployment as i64,
+                                &p.request.manifest_file,
+                                &p.request.manifest,
+                                &components,
+                                &p.deployed_at,
+                            ),
                         )?;
                     }
                     None => {

@@ -44,51 +44,79 @@ impl Client {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(&self.token)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let response = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Nimbus node at {}; is it running?", self.base))?;
+        let response = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the Nimbus node at {}; is it running?",
+                self.base
+            )
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
         Err(api_error(response).await)
     }
 
-    pub async fn upload(&self, digest: &str, bytes: Vec<u8>) -> anyhow::Result<Option<ComponentUploaded>> {
+    pub async fn upload(
+        &self,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Option<ComponentUploaded>> {
         let exists = self
             .request(reqwest::Method::GET, &format!("/v1/components/{digest}"))
             .send()
             .await
-            .with_context(|| format!("cannot reach the Nimbus node at {}; is it running?", self.base))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the Nimbus node at {}; is it running?",
+                    self.base
+                )
+            })?;
         if exists.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
         let response = self
-            .send(self.request(reqwest::Method::PUT, &format!("/v1/components/{digest}")).body(bytes))
+            .send(
+                self.request(reqwest::Method::PUT, &format!("/v1/components/{digest}"))
+                    .body(bytes),
+            )
             .await?;
         Ok(Some(response.json().await?))
     }
 
     pub async fn plan(&self, app: &str, request: &DeployRequest) -> anyhow::Result<Plan> {
         let r = self
-            .send(self.request(reqwest::Method::POST, &format!("/v1/apps/{app}/plan")).json(request))
+            .send(
+                self.request(reqwest::Method::POST, &format!("/v1/apps/{app}/plan"))
+                    .json(request),
+            )
             .await?;
         Ok(r.json().await?)
     }
 
-    pub async fn deploy(&self, app: &str, request: &DeployRequest) -> anyhow::Result<DeployResponse> {
+    pub async fn deploy(
+        &self,
+        app: &str,
+        request: &DeployRequest,
+    ) -> anyhow::Result<DeployResponse> {
         let r = self
-            .send(self.request(reqwest::Method::PUT, &format!("/v1/apps/{app}")).json(request))
+            .send(
+                self.request(reqwest::Method::PUT, &format!("/v1/apps/{app}"))
+                    .json(request),
+            )
             .await?;
         Ok(r.json().await?)
     }
 
     pub async fn status(&self) -> anyhow::Result<StatusReport> {
-        let r = self.send(self.request(reqwest::Method::GET, "/v1/status")).await?;
+        let r = self
+            .send(self.request(reqwest::Method::GET, "/v1/status"))
+            .await?;
         Ok(r.json().await?)
     }
 

@@ -173,9 +173,21 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> CliResult {
             .with_context(|| format!("invalid header `{header}`: expected `NAME: VALUE`"))?;
         req = req.header(name.trim(), value.trim());
     }
-    let response = req.send().await.context("cannot reach the Nimbus node; is it running?")?;
+    let response = req
+        .send()
+        .await
+        .context("cannot reach the Nimbus node; is it running?")?;
     let status = response.status();
-    if !status.is_success() && response.headers().get("content-type").is_some_and(|v| v == "application/json") && response.headers().get("x-nimbus-function-response").is_none() {
+    if !status.is_success()
+        && response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json")
+        && response
+            .headers()
+            .get("x-nimbus-function-response")
+            .is_none()
+    {
         // Errors of the platform (not responses of the function) are JSON bodies.
         let request_id = response
             .headers()
@@ -237,15 +249,27 @@ pub fn render_status(report: &StatusReport) -> String {
     let mut apps = vec![vec!["APP".into(), "DEPLOYMENT".into(), "HOSTS".into()]];
     let mut functions = vec![
         [
-            "FUNCTION", "KIND", "LIVE", "BUSY", "INVOCATIONS", "ERRORS", "THROTTLED", "COLD STARTS",
-            "P50 MS", "P99 MS",
+            "FUNCTION",
+            "KIND",
+            "LIVE",
+            "BUSY",
+            "INVOCATIONS",
+            "ERRORS",
+            "THROTTLED",
+            "COLD STARTS",
+            "P50 MS",
+            "P99 MS",
         ]
         .map(String::from)
         .to_vec(),
     ];
     let mut routes = vec![vec!["ROUTE".into(), "FUNCTION".into()]];
     for app in &report.apps {
-        apps.push(vec![app.name.clone(), app.deployment.to_string(), app.hosts.join(", ")]);
+        apps.push(vec![
+            app.name.clone(),
+            app.deployment.to_string(),
+            app.hosts.join(", "),
+        ]);
         for f in &app.functions {
             functions.push(vec![
                 format!("{}/{}", app.name, f.name),
@@ -277,7 +301,12 @@ pub fn render_status(report: &StatusReport) -> String {
 fn table_text(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {

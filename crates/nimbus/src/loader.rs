@@ -38,7 +38,11 @@ impl LoadedApp {
 
 /// The manifest path for a folder or a file argument.
 pub fn manifest_path(dir: &Path) -> PathBuf {
-    if dir.is_file() { dir.to_path_buf() } else { dir.join(MANIFEST) }
+    if dir.is_file() {
+        dir.to_path_buf()
+    } else {
+        dir.join(MANIFEST)
+    }
 }
 
 pub fn read_manifest(path: &Path) -> Result<Manifest, CliError> {
@@ -51,14 +55,18 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, CliError> {
 pub fn run_builds(manifest: &Manifest, dir: &Path) -> anyhow::Result<()> {
     let mut seen = Vec::new();
     for function in manifest.app.functions.values() {
-        let Some(build) = &function.build else { continue };
+        let Some(build) = &function.build else {
+            continue;
+        };
         // Functions often share one workspace build: run each command once.
         if seen.contains(build) {
             continue;
         }
         seen.push(build.clone());
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"),
+        );
         bar.set_message(format!("building `{}`: {build}", function.name));
         bar.enable_steady_tick(Duration::from_millis(120));
         let output = std::process::Command::new("sh")

@@ -155,7 +155,10 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -164,7 +167,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up { dir, no_build, node } => {
+            Command::Up {
+                dir,
+                no_build,
+                node,
+            } => {
                 init_logging();
                 commands::up(&dir, no_build, node.into_config(None)).await
             }
@@ -200,7 +207,9 @@ fn main() -> ExitCode {
                 commands::invoke(&client.connect()?, req).await
             }
             Command::Status { client } => commands::status(&client.connect()?, client.json).await,
-            Command::Delete { app, client } => commands::delete(&client.connect()?, &app, client.json).await,
+            Command::Delete { app, client } => {
+                commands::delete(&client.connect()?, &app, client.json).await
+            }
         }
     });
     // Do not wait for lingering blocking tasks (e.g. a build) on exit.
@@ -227,6 +236,10 @@ impl NodeArgs {
 impl ClientArgs {
     fn connect(&self) -> Result<client::Client, cli_error::CliError> {
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        Ok(client::Client::new(&self.server, self.token.clone(), &data_dir)?)
+        Ok(client::Client::new(
+            &self.server,
+            self.token.clone(),
+            &data_dir,
+        )?)
     }
 }

@@ -47,7 +47,9 @@ impl Platform for NodePlatform {
         let components = self.components.clone();
         let owned = digest.to_string();
         let prepared = tokio::task::spawn_blocking(move || {
-            runtime.prepare(&owned, || components.read(&owned).map_err(nimbus_compute::Error::new))
+            runtime.prepare(&owned, || {
+                components.read(&owned).map_err(nimbus_compute::Error::new)
+            })
         })
         .await
         .map_err(|e| e.to_string())?
@@ -102,15 +104,16 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data dir `{}`", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
         let gateway_listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
-            .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?;
+            .with_context(|| {
+                format!("cannot listen on {} (--admin-listen)", config.admin_listen)
+            })?;
         let gateway_addr = gateway_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
         let token = nimbus_ops::load_or_create_token(&config.data_dir)
@@ -141,7 +144,10 @@ impl Node {
         let control = Control::new(db, components, platform, format!("http://{gateway_addr}"))?;
         let restored = control.restore().await?;
         if restored > 0 {
-            tracing::info!("restored {restored} app(s) from {}", config.data_dir.display());
+            tracing::info!(
+                "restored {restored} app(s) from {}",
+                config.data_dir.display()
+            );
         }
         Ok(Self {
             control,
@@ -182,8 +188,9 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -12,8 +12,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-pub use log::LogTag;
 use log::GuestLog;
+pub use log::LogTag;
 use outbound::Outbound;
 
 pub struct HostState {

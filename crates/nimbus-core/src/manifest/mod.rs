@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 use diagnostic::Reporter;
+pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 
 use crate::app::{App, Function, OutboundHost, Route};
 use crate::duration;
@@ -260,7 +260,7 @@ fn int_in(
         Some(v) => {
             reporter.error(
                 Some(v.span()),
-                format!("`{key}` = {} is out of range", v.get_ref()),
+                format!("`{key}` = {} is out of range ({min} to {max})", v.get_ref()),
                 format!("must be between {min} and {max}"),
                 None,
             );
@@ -347,7 +347,9 @@ fn resolve_function(reporter: &mut Reporter, name: &str, f: RawFunction) -> Func
     if min_instances > concurrency {
         reporter.error(
             min_span,
-            format!("`min_instances` ({min_instances}) is larger than `concurrency` ({concurrency})"),
+            format!(
+                "`min_instances` ({min_instances}) is larger than `concurrency` ({concurrency})"
+            ),
             "too many warm instances",
             Some("warm instances count against the function's concurrency".into()),
         );
@@ -477,17 +479,23 @@ fn resolve_routes(
             continue;
         }
         if !functions.contains_key(route.function.get_ref()) {
-            let help = closest(route.function.get_ref(), functions.keys().map(|k| k.as_str()))
-                .map(|near| format!("did you mean `{near}`?"))
-                .or_else(|| {
-                    Some(format!(
-                        "declare it as `[functions.{}]`",
-                        route.function.get_ref()
-                    ))
-                });
+            let help = closest(
+                route.function.get_ref(),
+                functions.keys().map(|k| k.as_str()),
+            )
+            .map(|near| format!("did you mean `{near}`?"))
+            .or_else(|| {
+                Some(format!(
+                    "declare it as `[functions.{}]`",
+                    route.function.get_ref()
+                ))
+            });
             reporter.error(
                 Some(route.function.span()),
-                format!("route names function `{}`, which is not declared", route.function.get_ref()),
+                format!(
+                    "route names function `{}`, which is not declared",
+                    route.function.get_ref()
+                ),
                 "unknown function",
                 help,
             );
@@ -596,15 +604,24 @@ function = "api"
 
     #[test]
     fn route_to_missing_function() {
-        let e = first_error(&GOOD.replace("function = \"api\"\n\n[[routes]]", "function = \"apj\"\n\n[[routes]]"));
+        let e = first_error(&GOOD.replace(
+            "function = \"api\"\n\n[[routes]]",
+            "function = \"apj\"\n\n[[routes]]",
+        ));
         assert!(e.message.contains("function `apj`"), "{}", e.message);
         assert_eq!(e.help.as_deref(), Some("did you mean `api`?"));
     }
 
     #[test]
     fn conflicting_routes() {
-        let text = format!("{GOOD}\n[[routes]]\nmethod = \"POST\"\npath = \"/carts/{{cart}}\"\nfunction = \"api\"\n");
+        let text = format!(
+            "{GOOD}\n[[routes]]\nmethod = \"POST\"\npath = \"/carts/{{cart}}\"\nfunction = \"api\"\n"
+        );
         let e = first_error(&text);
-        assert!(e.message.contains("conflicts with `/carts/{id}`"), "{}", e.message);
+        assert!(
+            e.message.contains("conflicts with `/carts/{id}`"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -51,13 +51,20 @@ async fn redeploy_prints_the_plan_and_swaps_without_failed_requests() {
     let second = node.deploy(app.path());
     assert!(second.contains("~ function api (timeout, env)"), "{second}");
     assert!(second.contains("+ route GET /extra (-> api)"), "{second}");
-    assert!(second.contains("deployed app `swap` (deployment 2)"), "{second}");
+    assert!(
+        second.contains("deployed app `swap` (deployment 2)"),
+        "{second}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed during the swap");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the swap"
+    );
     assert!(ok.load(Ordering::Relaxed) > 10);
     let r = http().get(node.url("/v")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "ok 2");
@@ -76,7 +83,9 @@ async fn a_restart_keeps_apps_and_compiled_code() {
     let status: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     assert_eq!(status["apps"][0]["deployment"], 1);
     // The compiled artifact was cached on disk, keyed by the component's digest.
-    let cached = std::fs::read_dir(node.data_dir.join("cache/compiled")).unwrap().count();
+    let cached = std::fs::read_dir(node.data_dir.join("cache/compiled"))
+        .unwrap()
+        .count();
     assert_eq!(cached, 1);
     // Redeploying identical bytes changes nothing.
     assert!(node.deploy(app.path()).contains("no changes"));

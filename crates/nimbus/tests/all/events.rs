@@ -21,14 +21,28 @@ async fn invoke_calls_event_and_http_functions() {
 
     let out = node.cli(&["invoke", "ev/handler", "--data", "{\"n\":1}"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "nimbus.invoke {\"n\":1}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nimbus.invoke {\"n\":1}"
+    );
 
-    let out = node.cli(&["invoke", "ev/handler", "--type", "order.created", "--data", "x"]);
+    let out = node.cli(&[
+        "invoke",
+        "ev/handler",
+        "--type",
+        "order.created",
+        "--data",
+        "x",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "order.created x");
 
     let out = node.cli(&["invoke", "ev/handler", "--data", "fail"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fixture asked to fail"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fixture asked to fail"),
+        "{}",
+        text(&out)
+    );
 
     let out = node.cli(&["invoke", "ev/handler", "--data", "trap"]);
     assert_eq!(out.status.code(), Some(1));

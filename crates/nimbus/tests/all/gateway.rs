@@ -36,16 +36,28 @@ async fn routes_params_and_statuses() {
     node.deploy(app.path());
     let client = http();
 
-    let r = client.get(node.url("/items/42/params")).send().await.unwrap();
+    let r = client
+        .get(node.url("/items/42/params"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(!id.is_empty());
     assert_eq!(r.text().await.unwrap(), "id=42");
 
-    let r = client.get(node.url("/files/docs/a/b/params")).send().await.unwrap();
+    let r = client
+        .get(node.url("/files/docs/a/b/params"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "dir=docs&rest=a/b/params");
 
-    let r = client.delete(node.url("/items/42/params")).send().await.unwrap();
+    let r = client
+        .delete(node.url("/items/42/params"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, PUT");
     assert!(r.headers().contains_key("x-request-id"));
@@ -65,20 +77,34 @@ async fn oversized_bodies_get_413() {
     node.deploy(app.path());
     let client = http();
 
-    let r = client.post(node.url("/echo")).body(vec![b'x'; 1000]).send().await.unwrap();
+    let r = client
+        .post(node.url("/echo"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), 1000);
 
     // Declared too large: refused before the function runs.
-    let r = client.post(node.url("/echo")).body(vec![b'x'; 4096]).send().await.unwrap();
+    let r = client
+        .post(node.url("/echo"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     // Chunked, no length: cut off by the limit while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let r = client.post(node.url("/echo")).body(body).send().await;
     match r {
-        Ok(r) => assert!(r.status() == 413 || r.status() == 200 && r.bytes().await.map_or(true, |b| b.len() <= 1024)),
+        Ok(r) => assert!(
+            r.status() == 413
+                || r.status() == 200 && r.bytes().await.map_or(true, |b| b.len() <= 1024)
+        ),
         // The server may close the connection while the client still sends.
         Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
     }
@@ -93,7 +119,12 @@ async fn echo_streams_large_bodies() {
         (0..64u8).map(|i| Ok(vec![i; 64 * 1024])).collect();
     let expected: Vec<u8> = (0..64u8).flat_map(|i| vec![i; 64 * 1024]).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let r = http().post(node.url("/echo")).body(body).send().await.unwrap();
+    let r = http()
+        .post(node.url("/echo"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().to_vec(), expected);
 }
@@ -101,8 +132,14 @@ async fn echo_streams_large_bodies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_are_selected_by_host() {
     let node = TestNode::serve();
-    let one = AppDir::new(&crate::support::http_app("one", "env = { VERSION = \"one\" }"));
-    let two = AppDir::new(&crate::support::http_app("two", "env = { VERSION = \"two\" }"));
+    let one = AppDir::new(&crate::support::http_app(
+        "one",
+        "env = { VERSION = \"one\" }",
+    ));
+    let two = AppDir::new(&crate::support::http_app(
+        "two",
+        "env = { VERSION = \"two\" }",
+    ));
     node.deploy(one.path());
     node.deploy(two.path());
     let client = http();
@@ -116,14 +153,23 @@ async fn apps_are_selected_by_host() {
         assert_eq!(r.text().await.unwrap(), format!("ok {app}"));
     }
     // Two apps and no default: an unknown host is not guessed.
-    let r = client.get(node.url("/x")).header("host", "elsewhere").send().await.unwrap();
+    let r = client
+        .get(node.url("/x"))
+        .header("host", "elsewhere")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_requires_the_token() {
     let node = TestNode::serve();
-    let r = http().get(format!("{}/v1/status", node.admin)).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/v1/status", node.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = http()
         .get(format!("{}/v1/status", node.admin))

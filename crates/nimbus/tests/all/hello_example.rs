@@ -12,11 +12,19 @@ async fn nimbus_up_serves_the_hello_example() {
     assert_eq!(r.text().await.unwrap(), "Hello, world!\n");
     let r = client.get(node.url("/hello/Ada")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "Hello, Ada!\n");
-    let r = client.post(node.url("/echo")).body("echo me").send().await.unwrap();
+    let r = client
+        .post(node.url("/echo"))
+        .body("echo me")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "echo me");
 
     let out = node.cli(&["invoke", "hello/greeter", "--data", "{\"name\":\"Grace\"}"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"greeting\":\"Hello, Grace!\"}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"greeting\":\"Hello, Grace!\"}"
+    );
 
     let out = node.cli(&["status"]);
     let table = String::from_utf8_lossy(&out.stdout);

@@ -16,7 +16,10 @@ async fn a_trap_fails_one_request_only() {
     assert_eq!(r.status(), 500);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let body = r.text().await.unwrap();
-    assert!(body.contains("function_error") && !body.contains("panicked"), "no internals: {body}");
+    assert!(
+        body.contains("function_error") && !body.contains("panicked"),
+        "no internals: {body}"
+    );
     node.wait_log(&id);
     assert!(node.log().contains("fixture asked to trap"));
     let r = client.get(node.url("/ok")).send().await.unwrap();
@@ -31,7 +34,11 @@ async fn an_endless_loop_times_out_with_504() {
     let started = Instant::now();
     let r = http().get(node.url("/loop")).send().await.unwrap();
     assert_eq!(r.status(), 504);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let r = http().get(node.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -67,7 +74,10 @@ async fn over_the_concurrency_limit_gets_429() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
-    assert_eq!(http().get(node.url("/ok")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http().get(node.url("/ok")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,16 +88,27 @@ async fn instances_are_reused_warm_and_scale_to_zero() {
     let client = http();
     for expected in 1..=3 {
         let r = client.get(node.url("/count")).send().await.unwrap();
-        assert_eq!(r.text().await.unwrap(), expected.to_string(), "same warm instance");
+        assert_eq!(
+            r.text().await.unwrap(),
+            expected.to_string(),
+            "same warm instance"
+        );
     }
     let status = node.function_status("warm", "api").await;
     assert_eq!(status["cold_starts"], 1);
     assert_eq!(status["live_instances"], 1);
     assert_eq!(status["invocations"], 3);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(node.function_status("warm", "api").await["live_instances"], 0);
+    assert_eq!(
+        node.function_status("warm", "api").await["live_instances"],
+        0
+    );
     let r = client.get(node.url("/count")).send().await.unwrap();
-    assert_eq!(r.text().await.unwrap(), "1", "a fresh instance after scale-to-zero");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "1",
+        "a fresh instance after scale-to-zero"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,12 +125,19 @@ async fn reuse_false_gives_a_fresh_instance_per_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn min_instances_are_started_at_deploy() {
     let node = TestNode::serve();
-    let app = AppDir::new(&http_app("prewarm", "min_instances = 2\nidle_timeout = \"1s\""));
+    let app = AppDir::new(&http_app(
+        "prewarm",
+        "min_instances = 2\nidle_timeout = \"1s\"",
+    ));
     node.deploy(app.path());
     let status = node.function_status("prewarm", "api").await;
     assert_eq!(status["live_instances"], 2);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(node.function_status("prewarm", "api").await["live_instances"], 2, "kept warm");
+    assert_eq!(
+        node.function_status("prewarm", "api").await["live_instances"],
+        2,
+        "kept warm"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,15 +145,29 @@ async fn env_and_logs_reach_the_right_places() {
     let node = TestNode::serve();
     let app = AppDir::new(&http_app("envlog", "env = { GREETING = \"howdy\" }"));
     node.deploy(app.path());
-    let r = http().get(node.url("/env?name=GREETING")).send().await.unwrap();
+    let r = http()
+        .get(node.url("/env?name=GREETING"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "howdy");
     let r = http().get(node.url("/env?name=HOME")).send().await.unwrap();
-    assert_eq!(r.text().await.unwrap(), "<unset>", "the host's environment stays out");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "<unset>",
+        "the host's environment stays out"
+    );
     let r = http().get(node.url("/log")).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let log = node.wait_log("hello from the guest's stdout");
-    let line = log.lines().find(|l| l.contains("hello from the guest's stdout")).unwrap();
-    assert!(line.contains("app=\"envlog\"") && line.contains("function=\"api\""), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("hello from the guest's stdout"))
+        .unwrap();
+    assert!(
+        line.contains("app=\"envlog\"") && line.contains("function=\"api\""),
+        "{line}"
+    );
     assert!(line.contains(&id), "tagged with the request id: {line}");
     node.wait_log("and from its stderr");
 }
@@ -139,7 +181,9 @@ fn upstream() -> u16 {
             let Ok(mut stream) = stream else { continue };
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream");
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream",
+            );
         }
     });
     port
@@ -165,7 +209,10 @@ async fn outbound_http_only_to_allowed_hosts() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.text().await.unwrap(), "error: ErrorCode::HttpRequestDenied");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "error: ErrorCode::HttpRequestDenied"
+    );
     node.wait_log(&format!("outbound request to `localhost:{port}` refused"));
 }
 

@@ -29,25 +29,37 @@ fn misspelled_key_names_the_closest_valid_one() {
     let err = deploy_error(&GOOD.replace("timeout =", "timeot ="));
     assert!(err.contains("unknown key `timeot`"), "{err}");
     assert!(err.contains("did you mean `timeout`?"), "{err}");
-    assert!(err.contains("nimbus.toml:6:1"), "file, line and column: {err}");
+    assert!(
+        err.contains("nimbus.toml:6:1"),
+        "file, line and column: {err}"
+    );
 }
 
 #[test]
 fn route_to_a_missing_function() {
     let err = deploy_error(&GOOD.replace("function = \"api\"", "function = \"apo\""));
-    assert!(err.contains("route names function `apo`, which is not declared"), "{err}");
+    assert!(
+        err.contains("route names function `apo`, which is not declared"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `api`?"), "{err}");
 }
 
 #[test]
 fn duplicate_and_conflicting_routes() {
-    let dup = format!("{GOOD}\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{{id}}\"\nfunction = \"api\"\n");
+    let dup =
+        format!("{GOOD}\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{{id}}\"\nfunction = \"api\"\n");
     let err = deploy_error(&dup);
     assert!(err.contains("duplicate route `GET /a/{id}`"), "{err}");
     assert!(err.contains("declared at line 8"), "{err}");
-    let conflict = format!("{GOOD}\n[[routes]]\nmethod = \"POST\"\npath = \"/a/{{name}}\"\nfunction = \"api\"\n");
+    let conflict = format!(
+        "{GOOD}\n[[routes]]\nmethod = \"POST\"\npath = \"/a/{{name}}\"\nfunction = \"api\"\n"
+    );
     let err = deploy_error(&conflict);
-    assert!(err.contains("route path `/a/{name}` conflicts with `/a/{id}`"), "{err}");
+    assert!(
+        err.contains("route path `/a/{name}` conflicts with `/a/{id}`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -55,7 +67,7 @@ fn bad_values_are_named() {
     let err = deploy_error(&GOOD.replace("\"1s\"", "\"10 parsecs\""));
     assert!(err.contains("invalid duration"), "{err}");
     let err = deploy_error(&GOOD.replace("timeout = \"1s\"", "memory_mb = 0"));
-    assert!(err.contains("`memory_mb` = 0 is out of range"), "{err}");
+    assert!(err.contains("`memory_mb` = 0 is out of range (1 to 4096)"), "{err}");
     let err = deploy_error(&GOOD.replace("name = \"bad\"", "name = \"Bad App\""));
     assert!(err.contains("invalid app name `Bad App`"), "{err}");
     let err = deploy_error("[app]\nname = \"x\"\n[functions.f]\nbuild = \"true\"\n");
@@ -70,7 +82,10 @@ fn a_source_that_is_not_a_component() {
     // A core module: the right magic, the wrong layer.
     std::fs::write(app.path().join("module.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let err = deploy_error_in(&app);
-    assert!(err.contains("`module.wasm` is not a WebAssembly component"), "{err}");
+    assert!(
+        err.contains("`module.wasm` is not a WebAssembly component"),
+        "{err}"
+    );
     assert!(err.contains("core WebAssembly module"), "{err}");
     std::fs::write(app.path().join("module.wasm"), b"hello").unwrap();
     let err = deploy_error_in(&app);

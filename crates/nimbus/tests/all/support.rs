@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn nimbus_bin() -> &'static str {
@@ -24,7 +27,13 @@ pub fn fixture(name: &str) -> PathBuf {
         let root = repo_root().join("test-programs");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
             .arg(root.join("Cargo.toml"))
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
@@ -39,7 +48,11 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn http() -> reqwest::Client {
@@ -68,7 +81,11 @@ impl AppDir {
 
     pub fn rewrite(&self, manifest: &str) {
         let again = AppDir::new(manifest);
-        std::fs::copy(again.path().join("nimbus.toml"), self.path().join("nimbus.toml")).unwrap();
+        std::fs::copy(
+            again.path().join("nimbus.toml"),
+            self.path().join("nimbus.toml"),
+        )
+        .unwrap();
     }
 }
 
@@ -158,7 +175,11 @@ impl TestNode {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "nimbus did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "nimbus did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -175,7 +196,10 @@ impl TestNode {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log never showed `{needle}`:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log never showed `{needle}`:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -206,7 +230,13 @@ impl TestNode {
 
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// `kill -9` and wait for the process to be gone.
@@ -241,7 +271,14 @@ impl TestNode {
             .unwrap()
             .iter()
             .find(|a| a["name"] == app)
-            .and_then(|a| a["functions"].as_array().unwrap().iter().find(|f| f["name"] == function).cloned())
+            .and_then(|a| {
+                a["functions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["name"] == function)
+                    .cloned()
+            })
             .unwrap_or_else(|| panic!("no function {app}/{function} in {status}"))
     }
 }
