@@ -4,7 +4,6 @@
 
 use std::io::{Read as _, Write as _};
 
-
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
@@ -25,7 +24,10 @@ fn query(path: &str, key: &str) -> Option<String> {
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"text/plain".to_vec()),
-        ("content-length".to_string(), body.len().to_string().into_bytes()),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
     ])
     .unwrap();
     let resp = OutgoingResponse::new(headers);
@@ -48,7 +50,8 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
         let route = path.rsplit('/').next().unwrap_or_default().to_string();
         match route.as_str() {
             "trap" => panic!("fixture asked to trap"),
-            "loop" => {
+            "loop" =>
+            {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
@@ -59,10 +62,16 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
                     let chunk = vec![1u8; 1 << 20];
                     v.extend_from_slice(&chunk);
                 }
-                respond(out, 200, format!("allocated {} MiB", v.len() >> 20).as_bytes());
+                respond(
+                    out,
+                    200,
+                    format!("allocated {} MiB", v.len() >> 20).as_bytes(),
+                );
             }
             "sleep" => {
-                let ms: u64 = query(&full, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                let ms: u64 = query(&full, "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 respond(out, 200, b"slept");
             }
@@ -90,7 +99,13 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
                     .entries()
                     .into_iter()
                     .filter(|(k, _)| k.starts_with("x-nimbus-param-"))
-                    .map(|(k, v)| format!("{}={}", &k["x-nimbus-param-".len()..], String::from_utf8_lossy(&v)))
+                    .map(|(k, v)| {
+                        format!(
+                            "{}={}",
+                            &k["x-nimbus-param-".len()..],
+                            String::from_utf8_lossy(&v)
+                        )
+                    })
                     .collect();
                 pairs.sort();
                 respond(out, 200, pairs.join("&").as_bytes());
@@ -104,7 +119,11 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
                 respond(out, 200, body.as_bytes());
             }
             "echo" => echo(request, out),
-            _ => respond(out, 200, format!("ok {}", std::env::var("VERSION").unwrap_or_default()).as_bytes()),
+            _ => respond(
+                out,
+                200,
+                format!("ok {}", std::env::var("VERSION").unwrap_or_default()).as_bytes(),
+            ),
         }
     }
 }

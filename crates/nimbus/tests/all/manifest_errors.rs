@@ -67,7 +67,10 @@ fn bad_values_are_named() {
     let err = deploy_error(&GOOD.replace("\"1s\"", "\"10 parsecs\""));
     assert!(err.contains("invalid duration"), "{err}");
     let err = deploy_error(&GOOD.replace("timeout = \"1s\"", "memory_mb = 0"));
-    assert!(err.contains("`memory_mb` = 0 is out of range (1 to 4096)"), "{err}");
+    assert!(
+        err.contains("`memory_mb` = 0 is out of range (1 to 4096)"),
+        "{err}"
+    );
     let err = deploy_error(&GOOD.replace("name = \"bad\"", "name = \"Bad App\""));
     assert!(err.contains("invalid app name `Bad App`"), "{err}");
     let err = deploy_error("[app]\nname = \"x\"\n[functions.f]\nbuild = \"true\"\n");

@@ -162,17 +162,11 @@ impl TestNode {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let url = format!("{}/v1/health", self.admin);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("nimbus exited early ({status}):\n{}", self.log());
             }
-            let ok = std::net::TcpStream::connect(("127.0.0.1", self.admin_listen)).is_ok()
-                && Command::new("curl")
-                    .args(["-sf", "--noproxy", "*", &url])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-            if ok {
+            if health_ok(self.admin_listen) {
                 return;
             }
             assert!(
@@ -281,6 +275,20 @@ impl TestNode {
             })
             .unwrap_or_else(|| panic!("no function {app}/{function} in {status}"))
     }
+}
+
+/// `GET /v1/health` over a plain socket answers 200.
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let mut response = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
 }
 
 impl Drop for TestNode {

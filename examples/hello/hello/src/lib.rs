@@ -4,7 +4,9 @@
 
 use std::io::Write as _;
 
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 wasi::http::proxy::export!(Hello);
 
@@ -29,8 +31,14 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
 
 fn text(out: ResponseOutparam, status: u16, body: &str) {
     let headers = Fields::from_list(&[
-        ("content-type".to_string(), b"text/plain; charset=utf-8".to_vec()),
-        ("content-length".to_string(), body.len().to_string().into_bytes()),
+        (
+            "content-type".to_string(),
+            b"text/plain; charset=utf-8".to_vec(),
+        ),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
     ])
     .expect("valid headers");
     let response = OutgoingResponse::new(headers);
@@ -49,7 +57,9 @@ fn echo(request: IncomingRequest, out: ResponseOutparam) {
     let content_type = request.headers().get("content-type");
     let headers = Fields::new();
     if let Some(ct) = content_type.first() {
-        headers.set("content-type", &[ct.clone()]).expect("valid header");
+        headers
+            .set("content-type", &[ct.clone()])
+            .expect("valid header");
     }
     let response = OutgoingResponse::new(headers);
     let body_handle = response.body().expect("response body");
