@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use http_body_util::BodyExt;
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker, Target};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Trap;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -17,9 +18,31 @@ use crate::pool::{FunctionPool, Outcome, Warm};
 use crate::runtime::Runtime;
 
 impl Runtime {
-    fn lookup(&self, target: &Target) -> Result<Arc<FunctionPool>, InvokeError> {
-        self.pool(&target.app, &target.function, target.deployment)
-            .ok_or_else(|| InvokeError::NotFound(format!("{}/{}", target.app, target.function)))
+    /// The target's pool and a concurrency permit, if it handles `kind` calls.
+    fn admit(
+        &self,
+        target: &Target,
+        kind: &'static str,
+    ) -> Result<(Arc<FunctionPool>, OwnedSemaphorePermit), InvokeError> {
+        let pool = self
+            .pool(&target.app, &target.function, target.deployment)
+            .ok_or_else(|| InvokeError::NotFound(format!("{}/{}", target.app, target.function)))?;
+        let handles = if kind == "HTTP" {
+            pool.kind.http
+        } else {
+            pool.kind.event
+        };
+        if !handles {
+            return Err(InvokeError::WrongKind {
+                function: pool.name.to_string(),
+                kind,
+            });
+        }
+        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
+            function: pool.name.to_string(),
+            limit: pool.config.concurrency,
+        })?;
+        Ok((pool, permit))
     }
 }
 
@@ -77,17 +100,7 @@ impl Invoker for Runtime {
         request_id: &str,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError> {
-        let pool = self.lookup(target)?;
-        if !pool.kind.http {
-            return Err(InvokeError::WrongKind {
-                function: pool.name.to_string(),
-                kind: "HTTP",
-            });
-        }
-        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
-            function: pool.name.to_string(),
-            limit: pool.config.concurrency,
-        })?;
+        let (pool, permit) = self.admit(target, "HTTP")?;
         let mut warm = checkout(&pool, request_id).await?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources = {
@@ -117,11 +130,7 @@ impl Invoker for Runtime {
                 Ok(Err(err)) => outcome_of(&task_pool, &mut warm, err),
                 Err(_) => Outcome::Timeout,
             };
-            let summary = match &outcome {
-                Outcome::Ok => Outcome::Ok,
-                Outcome::Timeout => Outcome::Timeout,
-                Outcome::Failed(m) => Outcome::Failed(m.clone()),
-            };
+            let summary = outcome.clone();
             task_pool.finish(warm, &outcome, &request_id, started.elapsed());
             drop(permit);
             summary
@@ -150,17 +159,7 @@ impl Invoker for Runtime {
         request_id: &str,
         event: CloudEvent,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
-        let pool = self.lookup(target)?;
-        if !pool.kind.event {
-            return Err(InvokeError::WrongKind {
-                function: pool.name.to_string(),
-                kind: "event",
-            });
-        }
-        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
-            function: pool.name.to_string(),
-            limit: pool.config.concurrency,
-        })?;
+        let (pool, permit) = self.admit(target, "event")?;
         let mut warm = checkout(&pool, request_id).await?;
         let started = Instant::now();
         let event = to_wit(event);
@@ -178,7 +177,7 @@ impl Invoker for Runtime {
             Ok(Ok(Err(message))) => (Outcome::Ok, Err(InvokeError::Handler(message))),
             Ok(Err(err)) => {
                 let outcome = outcome_of(&pool, &mut warm, err);
-                let err = failure(&pool, clone_outcome(&outcome));
+                let err = failure(&pool, outcome.clone());
                 (outcome, Err(err))
             }
             Err(_) => (Outcome::Timeout, Err(failure(&pool, Outcome::Timeout))),
@@ -186,13 +185,5 @@ impl Invoker for Runtime {
         pool.finish(warm, &outcome, request_id, started.elapsed());
         drop(permit);
         result
-    }
-}
-
-fn clone_outcome(outcome: &Outcome) -> Outcome {
-    match outcome {
-        Outcome::Ok => Outcome::Ok,
-        Outcome::Timeout => Outcome::Timeout,
-        Outcome::Failed(m) => Outcome::Failed(m.clone()),
     }
 }

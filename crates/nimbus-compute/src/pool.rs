@@ -84,6 +84,7 @@ impl ResourceLimiter for MemoryLimit {
 }
 
 /// How one invocation ended.
+#[derive(Clone)]
 pub enum Outcome {
     Ok,
     Timeout,

@@ -203,7 +203,7 @@ async fn invoke(
     body: AxumBody,
 ) -> Response {
     let Some(deployment) = state.control.has_function(&app, &function).await else {
-        return error(
+        return invoke_failure(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("function `{app}/{function}` is not deployed"),
@@ -211,7 +211,7 @@ async fn invoke(
     };
     let platform = state.control.platform();
     let Some((http, event)) = platform.function_kind(&app, &function) else {
-        return error(
+        return invoke_failure(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("function `{app}/{function}` is not deployed"),
@@ -228,7 +228,9 @@ async fn invoke(
     if wants_event && event {
         let data = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(err) => return error(StatusCode::BAD_REQUEST, "bad_request", &err.to_string()),
+            Err(err) => {
+                return invoke_failure(StatusCode::BAD_REQUEST, "bad_request", &err.to_string());
+            }
         };
         let content_type = headers
             .get(header::CONTENT_TYPE)
@@ -253,7 +255,7 @@ async fn invoke(
         };
     }
     if !http {
-        return error(
+        return invoke_failure(
             StatusCode::BAD_REQUEST,
             "bad_request",
             &format!("function `{function}` handles neither"),
@@ -274,7 +276,7 @@ async fn invoke(
     let request = match builder.body(body) {
         Ok(r) => r,
         Err(err) => {
-            return error(
+            return invoke_failure(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 &format!("invalid request: {err}"),
@@ -297,7 +299,17 @@ fn invoke_error(err: &InvokeError) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "function_error")
         }
     };
-    error(status, code, &err.to_string())
+    invoke_failure(status, code, &err.to_string())
+}
+
+/// An error of the platform (not a response of the function): marked with
+/// `x-nimbus-error` so clients can tell the two apart.
+fn invoke_failure(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut response = error(status, code, message);
+    if let Ok(v) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-nimbus-error", v);
+    }
+    response
 }
 
 fn with_request_id(mut response: Response, request_id: &str) -> Response {

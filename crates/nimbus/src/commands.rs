@@ -128,14 +128,28 @@ pub async fn deploy(
     Ok(())
 }
 
+#[derive(clap::Args, Debug)]
 pub struct InvokeArgs {
-    pub target: String,
-    pub method: String,
-    pub path: String,
-    pub data: Option<String>,
-    pub headers: Vec<String>,
-    pub event_type: Option<String>,
-    pub include: bool,
+    /// The function, as APP/FUNCTION.
+    target: String,
+    /// HTTP method of the request (HTTP functions).
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// Path and query of the request (HTTP functions).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Request body or event data; `@FILE` reads a file, `@-` standard input.
+    #[arg(long, short = 'd')]
+    data: Option<String>,
+    /// Extra request header, `NAME: VALUE` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Deliver `--data` as a CloudEvent of this type (event functions).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Print the response status and headers before the body.
+    #[arg(long, short = 'i')]
+    include: bool,
 }
 
 fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {

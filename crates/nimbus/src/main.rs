@@ -57,26 +57,8 @@ enum Command {
     },
     /// Call a function directly (HTTP or event function), bypassing routes.
     Invoke {
-        /// The function, as APP/FUNCTION.
-        target: String,
-        /// HTTP method of the request (HTTP functions).
-        #[arg(long, short = 'X', default_value = "GET")]
-        method: String,
-        /// Path and query of the request (HTTP functions).
-        #[arg(long, default_value = "/")]
-        path: String,
-        /// Request body or event data; `@FILE` reads a file, `@-` standard input.
-        #[arg(long, short = 'd')]
-        data: Option<String>,
-        /// Extra request header, `NAME: VALUE` (repeatable).
-        #[arg(long = "header", short = 'H')]
-        headers: Vec<String>,
-        /// Deliver `--data` as a CloudEvent of this type (event functions).
-        #[arg(long = "type")]
-        event_type: Option<String>,
-        /// Print the response status and headers before the body.
-        #[arg(long, short = 'i')]
-        include: bool,
+        #[command(flatten)]
+        args: commands::InvokeArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -185,27 +167,7 @@ fn main() -> ExitCode {
                 dry_run,
                 client,
             } => commands::deploy(&dir, build, dry_run, || client.connect(), client.json).await,
-            Command::Invoke {
-                target,
-                method,
-                path,
-                data,
-                headers,
-                event_type,
-                include,
-                client,
-            } => {
-                let req = commands::InvokeArgs {
-                    target,
-                    method,
-                    path,
-                    data,
-                    headers,
-                    event_type,
-                    include,
-                };
-                commands::invoke(&client.connect()?, req).await
-            }
+            Command::Invoke { args, client } => commands::invoke(&client.connect()?, args).await,
             Command::Status { client } => commands::status(&client.connect()?, client.json).await,
             Command::Delete { app, client } => {
                 commands::delete(&client.connect()?, &app, client.json).await
