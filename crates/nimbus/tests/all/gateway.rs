@@ -187,3 +187,40 @@ async fn admin_api_requires_the_token() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_answers_each_chunk_before_the_request_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::serve();
+    let app = AppDir::new(ROUTES);
+    node.deploy(app.path());
+    let addr = node.gateway.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: gw.localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        .await
+        .unwrap();
+    // The first chunk comes back while the request body is still open: neither
+    // side buffers the whole body.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("first") {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("first chunk echoed before the body ended")
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    while !String::from_utf8_lossy(&seen).contains("second") {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
