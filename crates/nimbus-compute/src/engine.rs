@@ -5,12 +5,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the resolution of function timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 pub fn new_engine(max_instances: u32, max_memory_mb: u64) -> wasmtime::Result<Engine> {
+    // Resetting a slot for its next instance: with Linux's PAGEMAP_SCAN (6.7+)
+    // wasmtime re-zeroes only the pages an instance dirtied and keeps them
+    // resident, instead of madvise plus a page fault per page on the next use:
+    // 2.2x more fresh instances per second here (docs/benchmarks.md). Without the
+    // ioctl, resident slots would be reset by memset of the whole region, which
+    // is slower than madvise, so they are kept resident only when it is there.
+    match engine_with(max_instances, max_memory_mb, true) {
+        Ok(engine) => Ok(engine),
+        Err(err) => {
+            tracing::debug!("PAGEMAP_SCAN unavailable, slots reset by madvise: {err:#}");
+            engine_with(max_instances, max_memory_mb, false)
+        }
+    }
+}
+
+fn engine_with(
+    max_instances: u32,
+    max_memory_mb: u64,
+    pagemap_scan: bool,
+) -> wasmtime::Result<Engine> {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
         .total_component_instances(max_instances)
@@ -18,10 +38,13 @@ pub fn new_engine(max_instances: u32, max_memory_mb: u64) -> wasmtime::Result<En
         .total_memories(max_instances.saturating_mul(2))
         .total_tables(max_instances.saturating_mul(2))
         .total_stacks(max_instances)
-        .max_memory_size((max_memory_mb as usize) << 20)
-        // Keep a little of each slot resident: reused slots skip page faults.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(1 << 16);
+        .max_memory_size((max_memory_mb as usize) << 20);
+    if pagemap_scan {
+        pooling
+            .pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(1 << 20);
+    }
     let mut config = Config::new();
     config
         .wasm_component_model(true)

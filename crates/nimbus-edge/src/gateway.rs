@@ -109,14 +109,18 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let request_id = self.request_id();
-        let mut response = self.route(request, &request_id).await;
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID, value);
-        }
+        let id_header = HeaderValue::from_str(&request_id).expect("ids are ASCII");
+        let mut response = self.route(request, &request_id, &id_header).await;
+        response.headers_mut().insert(REQUEST_ID, id_header);
         response
     }
 
-    async fn route<B>(&self, request: Request<B>, request_id: &str) -> Response<Body>
+    async fn route<B>(
+        &self,
+        request: Request<B>,
+        request_id: &str,
+        id_header: &HeaderValue,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -185,9 +189,7 @@ impl Gateway {
                 parts.headers.insert(header, value);
             }
         }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            parts.headers.insert(REQUEST_ID, v);
-        }
+        parts.headers.insert(REQUEST_ID, id_header.clone());
         let body =
             LimitedBody::new(body, self.config.max_body_bytes, exceeded.clone()).boxed_unsync();
         let request = Request::from_parts(parts, body);

@@ -16,7 +16,8 @@ pub struct LogTag(Arc<TagInner>);
 struct TagInner {
     app: Arc<str>,
     function: Arc<str>,
-    request_id: Mutex<Arc<str>>,
+    /// Rewritten in place per invocation: no allocation once warm.
+    request_id: Mutex<String>,
 }
 
 impl LogTag {
@@ -24,15 +25,17 @@ impl LogTag {
         Self(Arc::new(TagInner {
             app,
             function,
-            request_id: Mutex::new(Arc::from("")),
+            request_id: Mutex::new(String::new()),
         }))
     }
 
     pub fn set_request(&self, request_id: &str) {
-        *self.0.request_id.lock().unwrap() = Arc::from(request_id);
+        let mut current = self.0.request_id.lock().unwrap();
+        current.clear();
+        current.push_str(request_id);
     }
 
-    pub fn request_id(&self) -> Arc<str> {
+    pub fn request_id(&self) -> String {
         self.0.request_id.lock().unwrap().clone()
     }
 
