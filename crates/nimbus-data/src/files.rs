@@ -76,6 +76,14 @@ impl FileStore {
         Ok(path)
     }
 
+    /// Removes `key`'s file; a missing file is not an error.
+    pub fn remove(&self, key: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(key)?) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
     /// Stores `bytes` under their SHA-256; returns the digest.
     pub fn put_content(&self, bytes: &[u8]) -> io::Result<String> {
         let digest = sha256_hex(bytes);

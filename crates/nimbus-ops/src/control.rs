@@ -128,15 +128,22 @@ impl Control {
                 "the body's SHA-256 is {actual}, not {digest}"
             )));
         }
+        let known = self.components.contains(digest);
         let store = self.components.clone();
         let owned = bytes.to_vec();
         tokio::task::spawn_blocking(move || store.put_content(&owned))
             .await
             .map_err(|e| ControlError::Storage(e.to_string()))??;
-        self.platform
-            .prepare(digest)
-            .await
-            .map_err(ControlError::BadRequest)
+        match self.platform.prepare(digest).await {
+            Ok(prepared) => Ok(prepared),
+            Err(err) => {
+                // Keep no bytes that can never be deployed.
+                if !known && let Err(e) = self.components.remove(digest) {
+                    tracing::warn!("cannot remove rejected component {digest}: {e}");
+                }
+                Err(ControlError::BadRequest(err))
+            }
+        }
     }
 
     pub fn has_component(&self, digest: &str) -> bool {

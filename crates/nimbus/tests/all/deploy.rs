@@ -131,3 +131,38 @@ async fn client_verbs_explain_an_unreachable_node() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Nimbus node"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_that_are_not_components_are_refused_and_not_kept() {
+    use sha2::{Digest, Sha256};
+    let node = TestNode::serve();
+    let token = std::fs::read_to_string(node.data_dir.join("admin-token")).unwrap();
+    let put = |bytes: Vec<u8>, digest: String| {
+        http()
+            .put(format!("{}/v1/components/{digest}", node.admin))
+            .bearer_auth(token.trim())
+            .body(bytes)
+            .send()
+    };
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let digest = hex::encode(Sha256::digest(&core_module));
+    let r = put(core_module, digest.clone()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module"),
+        "{body}"
+    );
+    assert!(
+        !node
+            .data_dir
+            .join(format!("components/{digest}.wasm"))
+            .exists()
+    );
+
+    let r = put(b"abc".to_vec(), "0".repeat(64)).await.unwrap();
+    assert_eq!(r.status(), 400, "digest mismatch");
+}
