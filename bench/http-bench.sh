@@ -24,6 +24,7 @@ WARMUP=${WARMUP:-2}
 PEERS=${PEERS:-"native workerd wasmtime wasmtime-reuse nimbus nimbus-fresh"}
 OUT=${OUT:-$WORK/results/nimbus-http-$(date +%Y%m%dT%H%M%S)}
 NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
+if [ -e "$OUT/raw.tsv" ]; then echo "$OUT holds results already; pick another OUT" >&2; exit 1; fi
 mkdir -p "$OUT"
 trap stop_all EXIT INT TERM
 
@@ -67,12 +68,11 @@ start_nimbus() { # NAME REUSE
   start_server "$name" "$OUT/$name.server.log" "$NIMBUS" serve --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$((port + 100))" --data-dir "$data"
   wait_tcp 127.0.0.1 "$((port + 100))" 60
-  local t0; t0=$(date +%s.%N)
-  "$NIMBUS" deploy "$OUT/$name-app" --server "http://127.0.0.1:$((port + 100))" --data-dir "$data" >/dev/null
-  local t1; t1=$(date +%s.%N)
-  local first; first=$(wait_http "http://127.0.0.1:$port/" 60 "$t1")
-  printf '%s\tdeploy_command_s\t%s\n' "$name" "$(python3 -c "print(f'{$t1-$t0:.3f}')")" >>"$OUT/startup.tsv"
-  printf '%s\tdeploy_returned_to_first_200_s\t%s\n' "$name" "$first" >>"$OUT/startup.tsv"
+  # deploy start -> first 200, and deploy returned -> first 200 (ms)
+  python3 "$ROOT/bench/deploy-probe.py" "$port" / -- "$NIMBUS" deploy "$OUT/$name-app" \
+    --server "http://127.0.0.1:$((port + 100))" --data-dir "$data" |
+    awk -v n="$name" '{print n "\tdeploy_to_first_200_ms\t" $1 "\n" n "\tdeploy_returned_to_first_200_ms\t" $2}' \
+    >>"$OUT/startup.tsv"
 }
 
 start_peer() { # NAME -> sets LAST_PID
@@ -128,6 +128,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # Per-request instantiation: every request of nimbus-fresh is a cold start.
+if [ -n "${PID[native]:-}" ]; then stop_pid "${PID[native]}"; fi
 for p in $PEERS; do
   case $p in nimbus|nimbus-fresh)
     port=$(port_of "$p")
@@ -142,20 +143,25 @@ PY
   esac
 done
 
-# Restart -> first 200 (kill -9, same data dir: compiled code comes from the cache).
+# Restart -> first 200 (kill -9, same data dir: compiled code comes from the cache),
+# spawn to first 200 measured by an already-running probe polling every 0.5 ms.
 for p in $PEERS; do
   case $p in nimbus|nimbus-fresh)
     port=$(port_of "$p")
     stop_pid "${PID[$p]}"
-    for i in 1 2 3 4 5; do
-      t0=$(date +%s.%N)
-      start_server "$p" "$OUT/$p.restart.log" "$NIMBUS" serve --listen "127.0.0.1:$port" \
-        --admin-listen "127.0.0.1:$((port + 100))" --data-dir "$OUT/$p-data"
-      t=$(wait_http "http://127.0.0.1:$port/" 60 "$t0")
-      printf '%s\trestart_to_first_200_s\t%s\n' "$p" "$t" >>"$OUT/startup.tsv"
-      kill -9 "$LAST_PID"; stop_pid "$LAST_PID"
+    for _ in 1 2 3 4 5; do
+      ms=$(python3 "$PEERS_DIR/startup-probe.py" "$port" -- "${CLEAN_ENV[@]}" taskset -c "$SERVER_CPU" \
+        "$NIMBUS" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 100))" \
+        --data-dir "$OUT/$p-data")
+      printf '%s\trestart_to_first_200_ms\t%s\n' "$p" "$ms" >>"$OUT/startup.tsv"
     done
   esac
+done
+# The same for the native hyper server, the floor.
+for _ in 1 2 3 4 5; do
+  ms=$(python3 "$PEERS_DIR/startup-probe.py" 18090 -- "${CLEAN_ENV[@]}" taskset -c "$SERVER_CPU" \
+    "$HELLO_NATIVE" 127.0.0.1:18090)
+  printf 'native\tstart_to_first_200_ms\t%s\n' "$ms" >>"$OUT/startup.tsv"
 done
 
 stop_all
