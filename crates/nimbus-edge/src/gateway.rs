@@ -70,12 +70,7 @@ impl Gateway {
         let routes = Arc::new(AppRoutes::new(app, deployment));
         let hosts = app.all_hosts();
         self.table.rcu(|old| {
-            let mut table = Table {
-                apps: old.apps.clone(),
-                hosts: old.hosts.clone(),
-                default_app: old.default_app.clone(),
-            };
-            table.hosts.retain(|_, a| **a != *app.name);
+            let mut table = old.without(&app.name);
             for host in &hosts {
                 table.hosts.insert(host.clone(), routes.name.clone());
             }
@@ -85,21 +80,7 @@ impl Gateway {
     }
 
     pub fn remove_app(&self, name: &str) {
-        self.table.rcu(|old| Table {
-            apps: old
-                .apps
-                .iter()
-                .filter(|(k, _)| &***k != name)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            hosts: old
-                .hosts
-                .iter()
-                .filter(|(_, a)| &***a != name)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            default_app: old.default_app.clone(),
-        });
+        self.table.rcu(|old| old.without(name));
     }
 
     /// Handles one request; never fails (errors become responses).

@@ -93,6 +93,25 @@ pub struct Table {
 }
 
 impl Table {
+    /// A copy of the table without `app`'s routes and host names.
+    pub fn without(&self, app: &str) -> Self {
+        Self {
+            apps: self
+                .apps
+                .iter()
+                .filter(|(name, _)| &***name != app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            hosts: self
+                .hosts
+                .iter()
+                .filter(|(_, name)| &***name != app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            default_app: self.default_app.clone(),
+        }
+    }
+
     /// The app for a request's `Host` (port ignored); otherwise the default app,
     /// or the only app when there is just one.
     pub fn select(&self, host: Option<&str>) -> Option<&Arc<AppRoutes>> {
