@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker, Target};
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::Trap;
+use wasmtime::{PoolConcurrencyLimitError, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -79,17 +79,36 @@ fn failure(pool: &FunctionPool, outcome: Outcome) -> InvokeError {
     }
 }
 
-async fn checkout(pool: &FunctionPool, request_id: &str) -> Result<Warm, InvokeError> {
-    let mut warm = pool.checkout().await.map_err(|err| {
-        tracing::warn!(app = %pool.app, function = %pool.name, request_id, "instantiation failed: {err:#}");
-        InvokeError::Failed {
-            function: pool.name.to_string(),
-            message: format!("instantiation failed: {err}"),
-        }
-    })?;
-    warm.tag.set_request(request_id);
-    warm.store.set_epoch_deadline(pool.deadline_ticks);
-    Ok(warm)
+impl Runtime {
+    /// A warm or new instance for one invocation. When every instance slot of the
+    /// node is taken, the least recently used idle instance (of any function) makes
+    /// room; when all are busy, the caller gets `AtCapacity` (503, retry later).
+    async fn checkout(&self, pool: &FunctionPool, request_id: &str) -> Result<Warm, InvokeError> {
+        let mut evicted = 0;
+        let mut warm = loop {
+            match pool.checkout().await {
+                Ok(warm) => break warm,
+                Err(err) if err.is::<PoolConcurrencyLimitError>() => {
+                    if evicted < 3 && self.evict_idle() {
+                        evicted += 1;
+                        continue;
+                    }
+                    tracing::warn!(app = %pool.app, function = %pool.name, request_id, "no instance slot free: {err}");
+                    return Err(InvokeError::AtCapacity(err.to_string()));
+                }
+                Err(err) => {
+                    tracing::warn!(app = %pool.app, function = %pool.name, request_id, "instantiation failed: {err:#}");
+                    return Err(InvokeError::Failed {
+                        function: pool.name.to_string(),
+                        message: format!("instantiation failed: {err}"),
+                    });
+                }
+            }
+        };
+        warm.tag.set_request(request_id);
+        warm.store.set_epoch_deadline(pool.deadline_ticks);
+        Ok(warm)
+    }
 }
 
 #[async_trait]
@@ -101,7 +120,7 @@ impl Invoker for Runtime {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError> {
         let (pool, permit) = self.admit(target, "HTTP")?;
-        let mut warm = checkout(&pool, request_id).await?;
+        let mut warm = self.checkout(&pool, request_id).await?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources = {
             let mut http = warm.store.data_mut().http();
@@ -160,7 +179,7 @@ impl Invoker for Runtime {
         event: CloudEvent,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
         let (pool, permit) = self.admit(target, "event")?;
-        let mut warm = checkout(&pool, request_id).await?;
+        let mut warm = self.checkout(&pool, request_id).await?;
         let started = Instant::now();
         let event = to_wit(event);
         let Warm {

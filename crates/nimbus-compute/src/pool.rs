@@ -233,6 +233,26 @@ impl FunctionPool {
         *idle = kept;
     }
 
+    /// When this function's least recently used idle instance was last used, if
+    /// it has one above `min_instances`.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        let idle = self.idle.lock().unwrap();
+        (idle.len() > self.config.min_instances as usize)
+            .then(|| idle.first().map(|w| w.last_used))
+            .flatten()
+    }
+
+    /// Drops the least recently used idle instance, freeing its slot for another
+    /// function. Returns whether one was dropped.
+    pub fn evict_oldest(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() <= self.config.min_instances as usize || idle.is_empty() {
+            return false;
+        }
+        drop(idle.remove(0));
+        true
+    }
+
     /// Instantiates warm instances up to `min_instances`.
     pub async fn fill_min(&self) -> wasmtime::Result<()> {
         loop {

@@ -217,6 +217,29 @@ impl Runtime {
         all
     }
 
+    /// Frees one instance slot by dropping the least recently used idle instance
+    /// on the node. Returns whether a slot was freed.
+    pub(crate) fn evict_idle(&self) -> bool {
+        let pools: Vec<Arc<FunctionPool>> = {
+            let apps = self.apps.read().unwrap();
+            apps.values()
+                .flat_map(|d| {
+                    d.current
+                        .functions
+                        .values()
+                        .chain(d.previous.iter().flat_map(|p| p.functions.values()))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        pools
+            .iter()
+            .filter_map(|p| p.oldest_idle().map(|t| (t, p)))
+            .min_by_key(|(t, _)| *t)
+            .is_some_and(|(_, p)| p.evict_oldest())
+    }
+
     /// Scale-to-zero and warm minimums, run periodically.
     async fn maintain(&self) {
         let pools: Vec<Arc<FunctionPool>> = {

@@ -32,6 +32,9 @@ pub enum InvokeError {
     NotFound(String),
     #[error("function `{function}` is at its concurrency limit of {limit}")]
     Throttled { function: String, limit: u32 },
+    /// Every instance slot of the node is busy; retrying later can help.
+    #[error("the node is at capacity ({0}); retry shortly")]
+    AtCapacity(String),
     #[error("function `{function}` timed out after {}ms", timeout.as_millis())]
     Timeout { function: String, timeout: Duration },
     /// A trap, a panic, running out of memory, or a broken response.

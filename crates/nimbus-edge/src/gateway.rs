@@ -200,10 +200,10 @@ fn too_large(limit: u64) -> Response<Body> {
 pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
     match err {
         InvokeError::Throttled { .. } => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "throttled", &err.to_string());
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            r
+            retry_later(StatusCode::TOO_MANY_REQUESTS, "throttled", err)
+        }
+        InvokeError::AtCapacity(_) => {
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", err)
         }
         InvokeError::Timeout { .. } => {
             error(StatusCode::GATEWAY_TIMEOUT, "timeout", &err.to_string())
@@ -220,6 +220,15 @@ pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
             &err.to_string(),
         ),
     }
+}
+
+/// An error response that tells the client to retry in a second.
+fn retry_later(status: StatusCode, code: &str, err: &InvokeError) -> Response<Body> {
+    let mut response = error(status, code, &err.to_string());
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A JSON error response: `{"code": "...", "message": "..."}`.

@@ -292,6 +292,7 @@ async fn invoke(
 fn invoke_error(err: &InvokeError) -> Response {
     let (status, code) = match err {
         InvokeError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+        InvokeError::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
         InvokeError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         InvokeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         InvokeError::Handler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "handler_error"),

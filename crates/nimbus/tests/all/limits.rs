@@ -229,3 +229,79 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(r.text().await.unwrap(), "slept");
     assert!(node.wait_exit().success());
 }
+
+const THREE_FUNCTIONS: &str = r#"
+[app]
+name = "slots"
+
+[functions.a]
+source = "{http}"
+
+[functions.b]
+source = "{http}"
+
+[functions.c]
+source = "{http}"
+
+[[routes]]
+path = "/a/{*rest}"
+function = "a"
+
+[[routes]]
+path = "/b/{*rest}"
+function = "b"
+
+[[routes]]
+path = "/c/{*rest}"
+function = "c"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_node_evicts_idle_instances_then_answers_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = TestNode::start_in(tmp.path(), &["serve", "--max-instances", "2"]);
+    let app = AppDir::new(THREE_FUNCTIONS);
+    node.deploy(app.path());
+    let client = http();
+    for f in ["a", "b", "c"] {
+        let r = client
+            .get(node.url(&format!("/{f}/ok")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "function {f}");
+    }
+    // Two slots: `c` got `a`'s, the least recently used idle instance.
+    assert_eq!(
+        node.function_status("slots", "a").await["live_instances"],
+        0
+    );
+    assert_eq!(
+        node.function_status("slots", "b").await["live_instances"],
+        1
+    );
+    assert_eq!(
+        node.function_status("slots", "c").await["live_instances"],
+        1
+    );
+
+    // Both slots busy: nothing to evict, so the node says to retry.
+    let slow_b = tokio::spawn(client.get(node.url("/b/sleep?ms=1500")).send());
+    let slow_c = tokio::spawn(client.get(node.url("/c/sleep?ms=1500")).send());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.function_status("slots", "c").await["busy_instances"] != 1
+        || node.function_status("slots", "b").await["busy_instances"] != 1
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = client.get(node.url("/a/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "at_capacity");
+    assert_eq!(slow_b.await.unwrap().unwrap().status(), 200);
+    assert_eq!(slow_c.await.unwrap().unwrap().status(), 200);
+    let r = client.get(node.url("/a/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a slot is free again");
+}
