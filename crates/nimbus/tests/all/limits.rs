@@ -222,7 +222,11 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let app = AppDir::new(&http_app("drain", ""));
     node.deploy(app.path());
     let slow = tokio::spawn(http().get(node.url("/sleep?ms=1000")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.function_status("drain", "api").await["busy_instances"] != 1 {
+        assert!(Instant::now() < deadline, "the slow request never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     node.signal("-TERM");
     let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
