@@ -50,6 +50,28 @@ pub enum InvokeError {
     Handler(String),
 }
 
+impl InvokeError {
+    /// The HTTP status and stable error code every caller reports this with.
+    pub fn status(&self) -> (http::StatusCode, &'static str) {
+        use http::StatusCode as S;
+        match self {
+            Self::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            Self::Throttled { .. } => (S::TOO_MANY_REQUESTS, "throttled"),
+            Self::AtCapacity(_) => (S::SERVICE_UNAVAILABLE, "at_capacity"),
+            Self::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
+            Self::Handler(_) => (S::UNPROCESSABLE_ENTITY, "handler_error"),
+            Self::Failed { .. } | Self::WrongKind { .. } => {
+                (S::INTERNAL_SERVER_ERROR, "function_error")
+            }
+        }
+    }
+
+    /// Whether the same call may succeed shortly (answered with `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled { .. } | Self::AtCapacity(_))
+    }
+}
+
 /// Runs functions.
 #[async_trait]
 pub trait Invoker: Send + Sync + 'static {

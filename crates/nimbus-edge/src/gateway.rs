@@ -198,36 +198,19 @@ fn too_large(limit: u64) -> Response<Body> {
 /// The response for a failed invocation. 5xx bodies name the function and the
 /// request id, never internals: the details are in the node's log.
 pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
-    match err {
-        InvokeError::Throttled { .. } => {
-            retry_later(StatusCode::TOO_MANY_REQUESTS, "throttled", err)
+    let (status, code) = err.status();
+    let message = match err {
+        InvokeError::Failed { function, .. } => {
+            format!("function `{function}` failed; see the node log for request {request_id}")
         }
-        InvokeError::AtCapacity(_) => {
-            retry_later(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", err)
-        }
-        InvokeError::Timeout { .. } => {
-            error(StatusCode::GATEWAY_TIMEOUT, "timeout", &err.to_string())
-        }
-        InvokeError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &err.to_string()),
-        InvokeError::Failed { function, .. } => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "function_error",
-            &format!("function `{function}` failed; see the node log for request {request_id}"),
-        ),
-        InvokeError::WrongKind { .. } | InvokeError::Handler(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "function_error",
-            &err.to_string(),
-        ),
+        other => other.to_string(),
+    };
+    let mut response = error(status, code, &message);
+    if err.is_retryable() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
-}
-
-/// An error response that tells the client to retry in a second.
-fn retry_later(status: StatusCode, code: &str, err: &InvokeError) -> Response<Body> {
-    let mut response = error(status, code, &err.to_string());
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

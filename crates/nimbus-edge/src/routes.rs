@@ -95,19 +95,13 @@ pub struct Table {
 impl Table {
     /// A copy of the table without `app`'s routes and host names.
     pub fn without(&self, app: &str) -> Self {
+        let mut apps = self.apps.clone();
+        apps.retain(|name, _| &**name != app);
+        let mut hosts = self.hosts.clone();
+        hosts.retain(|_, name| &**name != app);
         Self {
-            apps: self
-                .apps
-                .iter()
-                .filter(|(name, _)| &***name != app)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            hosts: self
-                .hosts
-                .iter()
-                .filter(|(_, name)| &***name != app)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            apps,
+            hosts,
             default_app: self.default_app.clone(),
         }
     }

@@ -290,17 +290,14 @@ async fn invoke(
 }
 
 fn invoke_error(err: &InvokeError) -> Response {
-    let (status, code) = match err {
-        InvokeError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
-        InvokeError::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
-        InvokeError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        InvokeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        InvokeError::Handler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "handler_error"),
-        InvokeError::Failed { .. } | InvokeError::WrongKind { .. } => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "function_error")
-        }
-    };
-    invoke_failure(status, code, &err.to_string())
+    let (status, code) = err.status();
+    let mut response = invoke_failure(status, code, &err.to_string());
+    if err.is_retryable() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// An error of the platform (not a response of the function): marked with

@@ -65,11 +65,7 @@ async fn over_the_concurrency_limit_gets_429() {
     node.deploy(app.path());
     let slow = tokio::spawn(http().get(node.url("/sleep?ms=1500")).send());
     // Wait until the slow request holds the only slot.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node.function_status("busy", "api").await["busy_instances"] != 1 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_busy("busy", "api", 1).await;
     let r = http().get(node.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
@@ -222,11 +218,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let app = AppDir::new(&http_app("drain", ""));
     node.deploy(app.path());
     let slow = tokio::spawn(http().get(node.url("/sleep?ms=1000")).send());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node.function_status("drain", "api").await["busy_instances"] != 1 {
-        assert!(Instant::now() < deadline, "the slow request never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_busy("drain", "api", 1).await;
     node.signal("-TERM");
     let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -292,13 +284,8 @@ async fn a_full_node_evicts_idle_instances_then_answers_503() {
     // Both slots busy: nothing to evict, so the node says to retry.
     let slow_b = tokio::spawn(client.get(node.url("/b/sleep?ms=1500")).send());
     let slow_c = tokio::spawn(client.get(node.url("/c/sleep?ms=1500")).send());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node.function_status("slots", "c").await["busy_instances"] != 1
-        || node.function_status("slots", "b").await["busy_instances"] != 1
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_busy("slots", "b", 1).await;
+    node.wait_busy("slots", "c", 1).await;
     let r = client.get(node.url("/a/ok")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");

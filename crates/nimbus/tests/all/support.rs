@@ -257,6 +257,18 @@ impl TestNode {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Waits until `function` of `app` has `busy` requests in flight.
+    pub async fn wait_busy(&self, app: &str, function: &str, busy: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.function_status(app, function).await["busy_instances"] != busy {
+            assert!(
+                Instant::now() < deadline,
+                "{app}/{function} never had {busy} busy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The status entry of one function.
     pub async fn function_status(&self, app: &str, function: &str) -> serde_json::Value {
         let status = self.status().await;
