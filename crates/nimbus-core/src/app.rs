@@ -16,6 +16,12 @@ pub struct App {
     pub functions: BTreeMap<String, Function>,
     /// Routes in manifest order.
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvStoreDecl>,
+    #[serde(default)]
+    pub docs: BTreeMap<String, DocStoreDecl>,
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketDecl>,
 }
 
 impl App {
@@ -24,6 +30,118 @@ impl App {
         let mut hosts = vec![format!("{}.localhost", self.name)];
         hosts.extend(self.hosts.iter().cloned());
         hosts
+    }
+
+    /// Every store the app declares, in a stable order.
+    pub fn stores(&self) -> Vec<(StoreKind, &str)> {
+        let mut all: Vec<(StoreKind, &str)> = Vec::new();
+        all.extend(self.kv.keys().map(|n| (StoreKind::Kv, n.as_str())));
+        all.extend(self.docs.keys().map(|n| (StoreKind::Docs, n.as_str())));
+        all.extend(
+            self.buckets
+                .keys()
+                .map(|n| (StoreKind::Buckets, n.as_str())),
+        );
+        all
+    }
+
+    /// Whether the app declares store `name` of `kind`.
+    pub fn has_store(&self, kind: StoreKind, name: &str) -> bool {
+        match kind {
+            StoreKind::Kv => self.kv.contains_key(name),
+            StoreKind::Docs => self.docs.contains_key(name),
+            StoreKind::Buckets => self.buckets.contains_key(name),
+        }
+    }
+}
+
+/// The kinds of data store an app can declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Kv,
+    Docs,
+    Buckets,
+}
+
+impl StoreKind {
+    pub const ALL: [StoreKind; 3] = [Self::Kv, Self::Docs, Self::Buckets];
+
+    /// The manifest section and the `KIND` of change event sources: `kv`, `docs`, `buckets`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kv => "kv",
+            Self::Docs => "docs",
+            Self::Buckets => "buckets",
+        }
+    }
+
+    /// The prefix of a grant in `uses`: `kv:`, `docs:`, `bucket:`.
+    pub fn grant_prefix(self) -> &'static str {
+        match self {
+            Self::Kv => "kv",
+            Self::Docs => "docs",
+            Self::Buckets => "bucket",
+        }
+    }
+
+    /// What a user calls one store of this kind in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Kv => "key-value store",
+            Self::Docs => "document store",
+            Self::Buckets => "bucket",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "kv" => Some(Self::Kv),
+            "docs" => Some(Self::Docs),
+            "buckets" | "bucket" => Some(Self::Buckets),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[kv.NAME]`: a key-value store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStoreDecl {}
+
+/// `[docs.NAME]`: a collection of JSON documents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocStoreDecl {
+    /// Field paths (`status`, `customer.id`) with an index, in manifest order.
+    pub indexes: Vec<String>,
+}
+
+/// `[buckets.NAME]`: an object store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketDecl {
+    /// Serve objects read-only through the gateway.
+    pub public: bool,
+    /// Where a public bucket is served at the gateway (`/NAME` unless set).
+    pub mount: String,
+    /// Object served for a path that ends in `/` (public buckets).
+    pub index_document: String,
+}
+
+/// One entry of a function's `uses`: the store it may touch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Grant {
+    pub kind: StoreKind,
+    pub name: String,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind.grant_prefix(), self.name)
     }
 }
 
@@ -50,6 +168,16 @@ pub struct Function {
     /// Idle time after which a warm instance above `min_instances` is dropped.
     #[serde(with = "duration_ms")]
     pub idle_timeout: Duration,
+    /// The stores this function may touch.
+    #[serde(default)]
+    pub uses: Vec<Grant>,
+}
+
+impl Function {
+    /// Whether the function's `uses` grants access to store `name` of `kind`.
+    pub fn may_use(&self, kind: StoreKind, name: &str) -> bool {
+        self.uses.iter().any(|g| g.kind == kind && g.name == name)
+    }
 }
 
 /// One gateway route.

@@ -47,4 +47,45 @@ impl CloudEvent {
         self.data = Some(data);
         self
     }
+
+    /// The structured-mode JSON form (CloudEvents JSON format): a JSON payload
+    /// appears as `data`, any other as `data_base64`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        let mut map = serde_json::Map::new();
+        map.insert("specversion".into(), self.specversion.clone().into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.ty.clone().into());
+        for (key, value) in [
+            ("subject", &self.subject),
+            ("time", &self.time),
+            ("datacontenttype", &self.datacontenttype),
+        ] {
+            if let Some(v) = value {
+                map.insert(key.into(), v.clone().into());
+            }
+        }
+        for (key, value) in &self.extensions {
+            map.insert(key.clone(), value.clone().into());
+        }
+        if let Some(data) = &self.data {
+            let json = self
+                .datacontenttype
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/json"))
+                .then(|| serde_json::from_slice::<serde_json::Value>(data).ok())
+                .flatten();
+            match json {
+                Some(v) => map.insert("data".into(), v),
+                None => map.insert(
+                    "data_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(data)
+                        .into(),
+                ),
+            };
+        }
+        serde_json::Value::Object(map)
+    }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod cloudevent;
+pub mod data;
 pub mod duration;
 pub mod manifest;
 pub mod plan;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, Function};
+use crate::app::{App, Function, StoreKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,10 +94,39 @@ impl Plan {
                 changes.push(change(Op::Removed, "route", key, String::new()));
             }
         }
+        let old_stores: Vec<(StoreKind, &str)> = current.map(App::stores).unwrap_or_default();
+        let new_stores = next.stores();
+        for &(kind, name) in &new_stores {
+            let key = format!("{}/{name}", kind.as_str());
+            if !old_stores.contains(&(kind, name)) {
+                changes.push(change(Op::Added, "store", &key, String::new()));
+            } else if let Some(detail) = current.and_then(|c| store_diff(c, next, kind, name)) {
+                changes.push(change(Op::Changed, "store", &key, detail));
+            }
+        }
+        for &(kind, name) in &old_stores {
+            if !new_stores.contains(&(kind, name)) {
+                changes.push(change(
+                    Op::Removed,
+                    "store",
+                    &format!("{}/{name}", kind.as_str()),
+                    DELETES_DATA.into(),
+                ));
+            }
+        }
         Self {
             app: next.name.clone(),
             changes,
         }
+    }
+
+    /// The stores this plan deletes with their data, as `KIND/NAME`.
+    pub fn deleted_stores(&self) -> Vec<&str> {
+        self.changes
+            .iter()
+            .filter(|c| c.op == Op::Removed && c.kind == "store")
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// The plan that removes `app`.
@@ -112,6 +141,14 @@ impl Plan {
                 .iter()
                 .map(|r| change(Op::Removed, "route", &r.key(), String::new())),
         );
+        changes.extend(app.stores().into_iter().map(|(kind, name)| {
+            change(
+                Op::Removed,
+                "store",
+                &format!("{}/{name}", kind.as_str()),
+                DELETES_DATA.into(),
+            )
+        }));
         Self {
             app: app.name.clone(),
             changes,
@@ -130,6 +167,38 @@ fn change(op: Op, kind: &str, name: &str, detail: String) -> Change {
         name: name.into(),
         detail,
     }
+}
+
+/// The detail of a removed store: what a user must confirm.
+const DELETES_DATA: &str = "deletes its data";
+
+fn store_diff(old: &App, new: &App, kind: StoreKind, name: &str) -> Option<String> {
+    let detail = match kind {
+        StoreKind::Kv => return None,
+        StoreKind::Docs => {
+            let (a, b) = (&old.docs[name].indexes, &new.docs[name].indexes);
+            (a != b).then(|| format!("indexes: {} -> {}", a.join(", "), b.join(", ")))
+        }
+        StoreKind::Buckets => {
+            let (a, b) = (&old.buckets[name], &new.buckets[name]);
+            let mut fields = Vec::new();
+            if a.public != b.public {
+                fields.push(if b.public {
+                    "now public"
+                } else {
+                    "now private"
+                });
+            }
+            if a.mount != b.mount {
+                fields.push("mount");
+            }
+            if a.index_document != b.index_document {
+                fields.push("index_document");
+            }
+            (!fields.is_empty()).then(|| fields.join(", "))
+        }
+    };
+    detail
 }
 
 fn function_diff(old: &Function, new: &Function) -> String {
@@ -154,6 +223,7 @@ fn function_diff(old: &Function, new: &Function) -> String {
     check("reuse", old.reuse != new.reuse);
     check("max_reuse", old.max_reuse != new.max_reuse);
     check("idle_timeout", old.idle_timeout != new.idle_timeout);
+    check("uses", old.uses != new.uses);
     fields.join(", ")
 }
 
@@ -207,5 +277,25 @@ mod tests {
         assert!(text.contains("~ function f (timeout)"), "{text}");
         assert!(text.contains("+ route GET /y (-> f)"), "{text}");
         assert!(text.contains("- route GET /x"), "{text}");
+    }
+
+    #[test]
+    fn store_removal_is_flagged() {
+        let with = format!("{BASE}[kv.carts]\n[docs.orders]\nindexes = [\"status\"]\n");
+        let plan = Plan::between(Some(&app(BASE)), &app(&with));
+        assert!(plan.to_string().contains("+ store kv/carts"), "{plan}");
+        assert!(plan.deleted_stores().is_empty());
+        let next = format!("{BASE}[docs.orders]\nindexes = [\"status\", \"total\"]\n");
+        let plan = Plan::between(Some(&app(&with)), &app(&next));
+        let text = plan.to_string();
+        assert!(
+            text.contains("- store kv/carts (deletes its data)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ store docs/orders (indexes: status -> status, total)"),
+            "{text}"
+        );
+        assert_eq!(plan.deleted_stores(), ["kv/carts"]);
     }
 }

@@ -4,8 +4,10 @@
 //! Services build their own tables on [`Database`] (each with its own migrations)
 //! and their files on [`FileStore`]; no service reads another's tables.
 
+pub mod catalog;
 mod db;
 mod files;
 
+pub use catalog::{Catalog, StoreInfo};
 pub use db::{Database, DbError};
 pub use files::{FileStore, sha256_hex, write_atomic};

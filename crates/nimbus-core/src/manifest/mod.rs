@@ -18,7 +18,10 @@ use toml::Spanned;
 use diagnostic::Reporter;
 pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 
-use crate::app::{App, Function, OutboundHost, Route};
+use crate::app::{
+    App, BucketDecl, DocStoreDecl, Function, Grant, KvStoreDecl, OutboundHost, Route, StoreKind,
+};
+use crate::data::FieldPath;
 use crate::duration;
 
 /// Defaults for unset function keys.
@@ -45,6 +48,31 @@ struct RawManifest {
     functions: BTreeMap<Spanned<String>, Spanned<RawFunction>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    kv: BTreeMap<Spanned<String>, RawKv>,
+    #[serde(default)]
+    docs: BTreeMap<Spanned<String>, RawDocs>,
+    #[serde(default)]
+    buckets: BTreeMap<Spanned<String>, RawBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKv {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocs {
+    #[serde(default)]
+    indexes: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    public: Option<bool>,
+    mount: Option<Spanned<String>>,
+    index_document: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +247,7 @@ fn resolve(
         }
     }
 
+    let stores = resolve_stores(reporter, raw.kv, raw.docs, raw.buckets);
     let mut functions = BTreeMap::new();
     for (fname, f) in raw.functions {
         let fspan = fname.span();
@@ -233,7 +262,7 @@ fn resolve(
         }
         let f = f.into_inner();
         source_spans.insert(fname.clone(), f.source.span());
-        let function = resolve_function(reporter, &fname, f);
+        let function = resolve_function(reporter, &fname, f, &stores);
         functions.insert(fname, function);
     }
 
@@ -243,7 +272,141 @@ fn resolve(
         hosts,
         functions,
         routes,
+        kv: stores.kv,
+        docs: stores.docs,
+        buckets: stores.buckets,
     }
+}
+
+#[derive(Default)]
+struct Stores {
+    kv: BTreeMap<String, KvStoreDecl>,
+    docs: BTreeMap<String, DocStoreDecl>,
+    buckets: BTreeMap<String, BucketDecl>,
+}
+
+impl Stores {
+    fn names(&self, kind: StoreKind) -> Vec<&str> {
+        match kind {
+            StoreKind::Kv => self.kv.keys().map(String::as_str).collect(),
+            StoreKind::Docs => self.docs.keys().map(String::as_str).collect(),
+            StoreKind::Buckets => self.buckets.keys().map(String::as_str).collect(),
+        }
+    }
+}
+
+fn store_name(reporter: &mut Reporter, kind: StoreKind, name: Spanned<String>) -> String {
+    if !is_name(name.get_ref()) {
+        reporter.error(
+            Some(name.span()),
+            format!("invalid {} name `{}`", kind.noun(), name.get_ref()),
+            "store name",
+            Some("use lower-case letters, digits, `-` and `_`, starting with a letter".into()),
+        );
+    }
+    name.into_inner()
+}
+
+fn resolve_stores(
+    reporter: &mut Reporter,
+    kv: BTreeMap<Spanned<String>, RawKv>,
+    docs: BTreeMap<Spanned<String>, RawDocs>,
+    buckets: BTreeMap<Spanned<String>, RawBucket>,
+) -> Stores {
+    let mut stores = Stores::default();
+    for (name, RawKv {}) in kv {
+        let name = store_name(reporter, StoreKind::Kv, name);
+        stores.kv.insert(name, KvStoreDecl {});
+    }
+    for (name, raw) in docs {
+        let name = store_name(reporter, StoreKind::Docs, name);
+        let mut indexes: Vec<String> = Vec::new();
+        for index in raw.indexes {
+            if let Err(msg) = FieldPath::parse(index.get_ref()) {
+                reporter.error(
+                    Some(index.span()),
+                    format!("invalid index `{}`: {msg}", index.get_ref()),
+                    "index",
+                    Some("an index names a field path such as `status` or `customer.id`".into()),
+                );
+            } else if indexes.contains(index.get_ref()) {
+                reporter.error(
+                    Some(index.span()),
+                    format!("index `{}` is declared twice", index.get_ref()),
+                    "duplicate",
+                    None,
+                );
+            } else {
+                indexes.push(index.into_inner());
+            }
+        }
+        stores.docs.insert(name, DocStoreDecl { indexes });
+    }
+    let mut mounts: BTreeMap<String, String> = BTreeMap::new();
+    for (name, raw) in buckets {
+        let name = store_name(reporter, StoreKind::Buckets, name);
+        let mount = match raw.mount {
+            None => format!("/{name}"),
+            Some(m) => {
+                let text = m.get_ref().trim_end_matches('/');
+                let text = if text.is_empty() { "/" } else { text };
+                if !m.get_ref().starts_with('/')
+                    || text.contains(['{', '}', '?', '#'])
+                    || text.split('/').any(|seg| seg == "." || seg == "..")
+                {
+                    reporter.error(
+                        Some(m.span()),
+                        format!("invalid mount `{}`", m.get_ref()),
+                        "mount path",
+                        Some("a mount is a plain path such as `/` or `/static`".into()),
+                    );
+                }
+                if raw.public != Some(true) {
+                    reporter.error(
+                        Some(m.span()),
+                        format!("bucket `{name}` has a `mount` but is not public"),
+                        "mount",
+                        Some("add `public = true` to serve it through the gateway".into()),
+                    );
+                }
+                if let Some(other) = mounts.get(text) {
+                    reporter.error(
+                        Some(m.span()),
+                        format!("bucket `{name}` is mounted at `{text}`, as bucket `{other}` is"),
+                        "mount",
+                        Some("give each public bucket its own mount".into()),
+                    );
+                }
+                text.to_string()
+            }
+        };
+        if raw.public == Some(true) {
+            mounts.insert(mount.clone(), name.clone());
+        }
+        let index_document = match raw.index_document {
+            None => "index.html".to_string(),
+            Some(doc) => {
+                if crate::data::validate_object_key(doc.get_ref()).is_err() {
+                    reporter.error(
+                        Some(doc.span()),
+                        format!("invalid `index_document` `{}`", doc.get_ref()),
+                        "object key",
+                        Some("name an object such as `index.html`".into()),
+                    );
+                }
+                doc.into_inner()
+            }
+        };
+        stores.buckets.insert(
+            name,
+            BucketDecl {
+                public: raw.public.unwrap_or(false),
+                mount,
+                index_document,
+            },
+        );
+    }
+    stores
 }
 
 fn int_in(
@@ -310,7 +473,12 @@ fn duration_in(
     }
 }
 
-fn resolve_function(reporter: &mut Reporter, name: &str, f: RawFunction) -> Function {
+fn resolve_function(
+    reporter: &mut Reporter,
+    name: &str,
+    f: RawFunction,
+    stores: &Stores,
+) -> Function {
     if f.source.get_ref().trim().is_empty() {
         reporter.error(
             Some(f.source.span()),
@@ -406,20 +574,22 @@ fn resolve_function(reporter: &mut Reporter, name: &str, f: RawFunction) -> Func
             ),
         }
     }
+    let mut uses = Vec::new();
     for grant in f.uses {
-        let (kind, resource) = grant.get_ref().split_once(':').unwrap_or(("", ""));
-        let message = if kind.is_empty() {
-            format!("invalid grant `{}`", grant.get_ref())
-        } else {
-            format!("`uses` names {kind} `{resource}`, which this manifest does not declare")
-        };
-        reporter.error(
-            Some(grant.span()),
-            message,
-            "grant",
-            Some("a grant is `KIND:NAME` and names a resource declared in this manifest".into()),
-        );
+        if let Some(g) = resolve_grant(reporter, &grant, stores) {
+            if uses.contains(&g) {
+                reporter.error(
+                    Some(grant.span()),
+                    format!("`{}` is granted twice", grant.get_ref()),
+                    "duplicate grant",
+                    None,
+                );
+            } else {
+                uses.push(g);
+            }
+        }
     }
+    uses.sort();
     Function {
         name: name.to_string(),
         source: f.source.into_inner(),
@@ -434,7 +604,65 @@ fn resolve_function(reporter: &mut Reporter, name: &str, f: RawFunction) -> Func
         reuse: f.reuse.unwrap_or(true),
         max_reuse,
         idle_timeout,
+        uses,
     }
+}
+
+fn resolve_grant(
+    reporter: &mut Reporter,
+    grant: &Spanned<String>,
+    stores: &Stores,
+) -> Option<Grant> {
+    let kinds = StoreKind::ALL.map(|k| k.grant_prefix()).join(", ");
+    let Some((prefix, resource)) = grant.get_ref().split_once(':') else {
+        reporter.error(
+            Some(grant.span()),
+            format!("invalid grant `{}`", grant.get_ref()),
+            "grant",
+            Some(format!(
+                "a grant is `KIND:NAME` with KIND one of {kinds}, e.g. `kv:carts`"
+            )),
+        );
+        return None;
+    };
+    let Some(kind) = StoreKind::ALL
+        .into_iter()
+        .find(|k| k.grant_prefix() == prefix)
+    else {
+        let help = closest(prefix, StoreKind::ALL.map(|k| k.grant_prefix()))
+            .map(|near| format!("did you mean `{near}:{resource}`?"))
+            .unwrap_or_else(|| format!("KIND is one of {kinds}"));
+        reporter.error(
+            Some(grant.span()),
+            format!(
+                "unknown resource kind `{prefix}` in grant `{}`",
+                grant.get_ref()
+            ),
+            "grant",
+            Some(help),
+        );
+        return None;
+    };
+    let names = stores.names(kind);
+    if !names.contains(&resource) {
+        let help = closest(resource, names.iter().copied())
+            .map(|near| format!("did you mean `{prefix}:{near}`?"))
+            .unwrap_or_else(|| format!("declare it as `[{}.{resource}]`", kind.as_str()));
+        reporter.error(
+            Some(grant.span()),
+            format!(
+                "`uses` names {} `{resource}`, which this manifest does not declare",
+                kind.noun()
+            ),
+            "grant",
+            Some(help),
+        );
+        return None;
+    }
+    Some(Grant {
+        kind,
+        name: resource.to_string(),
+    })
 }
 
 fn resolve_routes(
