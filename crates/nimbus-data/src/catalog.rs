@@ -117,6 +117,12 @@ impl Catalog {
             })
     }
 
+    /// The store with numeric id `id`.
+    pub fn by_id(&self, id: i64) -> Option<StoreInfo> {
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        stores.values().find(|s| s.id == id).cloned()
+    }
+
     /// Every store of `app`.
     pub fn of_app(&self, app: &str) -> Vec<StoreInfo> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());

@@ -7,6 +7,7 @@
 pub mod catalog;
 mod db;
 mod files;
+pub mod kv;
 
 pub use catalog::{Catalog, StoreInfo};
 pub use db::{Database, DbError};
