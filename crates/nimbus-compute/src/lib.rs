@@ -16,6 +16,7 @@ mod pool;
 mod runtime;
 
 pub use compile::{ComponentKind, check_component_header};
+pub use host::DataPorts;
 pub use runtime::{Prepared, Runtime, RuntimeConfig};
 
 /// The error type of compute operations (wasmtime's).

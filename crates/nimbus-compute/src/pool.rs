@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nimbus_core::api::FunctionStatus;
-use nimbus_core::app::Function;
+use nimbus_core::app::{Function, Grant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::error::Context as _;
@@ -21,12 +21,14 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 use crate::compile::{Compiled, ComponentKind};
 use crate::engine::ticks_for;
 use crate::event::{EventFunction, EventFunctionIndices};
-use crate::host::{HostState, LogTag};
+use crate::host::{DataPorts, HostState, LogTag};
 
 pub struct FunctionPool {
     pub app: Arc<str>,
     pub name: Arc<str>,
     pub config: Function,
+    grants: Arc<[Grant]>,
+    ports: DataPorts,
     pub kind: ComponentKind,
     engine: Engine,
     pre: InstancePre<HostState>,
@@ -98,6 +100,7 @@ impl FunctionPool {
         app: &str,
         config: Function,
         compiled: &Compiled,
+        ports: DataPorts,
     ) -> wasmtime::Result<Self> {
         let pre = linker
             .instantiate_pre(&compiled.component)
@@ -129,6 +132,8 @@ impl FunctionPool {
             permits: Arc::new(Semaphore::new(config.concurrency as usize)),
             stats: Arc::new(Stats::default()),
             deadline_ticks: ticks_for(config.timeout),
+            grants: config.uses.clone().into(),
+            ports,
             config,
         })
     }
@@ -157,7 +162,13 @@ impl FunctionPool {
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
         let tag = LogTag::new(self.app.clone(), self.name.clone());
-        let state = HostState::new(&self.app, &self.config, tag.clone());
+        let state = HostState::new(
+            &self.app,
+            &self.config,
+            &self.grants,
+            &self.ports,
+            tag.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limit as &mut dyn ResourceLimiter);
         store.epoch_deadline_trap();

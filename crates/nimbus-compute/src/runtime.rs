@@ -14,7 +14,7 @@ use wasmtime::error::Context as _;
 
 use crate::compile::{Compiler, ComponentKind};
 use crate::engine::{EpochTicker, new_engine};
-use crate::host::HostState;
+use crate::host::{DataPorts, HostState, add_data_to_linker};
 use crate::pool::FunctionPool;
 
 /// Node-wide compute settings.
@@ -52,6 +52,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     compiler: Compiler,
+    data: DataPorts,
     apps: RwLock<HashMap<String, Deployed>>,
     _ticker: EpochTicker,
 }
@@ -69,16 +70,19 @@ impl Runtime {
     pub fn new(
         config: RuntimeConfig,
         cache: Arc<dyn ArtifactCache>,
+        data: DataPorts,
     ) -> wasmtime::Result<Arc<Self>> {
         let engine = new_engine(config.max_instances, config.max_memory_mb)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        add_data_to_linker(&mut linker)?;
         let runtime = Arc::new(Self {
             compiler: Compiler::new(engine.clone(), cache),
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            data,
             apps: RwLock::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&runtime);
@@ -142,6 +146,7 @@ impl Runtime {
                         &app.name,
                         config.clone(),
                         &report.compiled,
+                        self.data.clone(),
                     )?;
                     let pool = Arc::new(pool);
                     pool.fill_min()

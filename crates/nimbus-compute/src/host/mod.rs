@@ -2,17 +2,22 @@
 //! filesystem, no sockets), wasi:http with the outbound allow-list, memory limits,
 //! and guest stdout/stderr routed to the node's log.
 
+mod blobs;
+mod data;
+mod docs;
+mod kv;
 mod log;
 mod outbound;
 
 use std::sync::Arc;
 
-use nimbus_core::app::Function;
+use nimbus_core::app::{Function, Grant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use log::GuestLog;
+pub use data::{DataCtx, DataPorts};
 pub use log::LogTag;
 use outbound::Outbound;
 
@@ -21,11 +26,18 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     outbound: Outbound,
+    data: DataCtx,
     pub limit: crate::pool::MemoryLimit,
 }
 
 impl HostState {
-    pub fn new(app: &str, function: &Function, tag: LogTag) -> Self {
+    pub fn new(
+        app: &Arc<str>,
+        function: &Function,
+        grants: &Arc<[Grant]>,
+        ports: &DataPorts,
+        tag: LogTag,
+    ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestLog::new(tag.clone(), "stdout"))
             .stderr(GuestLog::new(tag.clone(), "stderr"));
@@ -38,16 +50,27 @@ impl HostState {
             table: ResourceTable::new(),
             outbound: Outbound {
                 allowed: Arc::new(function.allowed_outbound_hosts.clone()),
-                app: app.into(),
+                app: app.to_string(),
                 function: function.name.clone(),
-                tag,
+                tag: tag.clone(),
             },
+            data: DataCtx::new(ports.clone(), app.clone(), grants.clone(), tag),
             limit: crate::pool::MemoryLimit {
                 max_bytes: (function.memory_mb as usize) << 20,
                 exceeded: false,
             },
         }
     }
+}
+
+/// Adds the data layer's interfaces (`wasi:keyvalue`, `nimbus:data`) to a linker.
+pub fn add_data_to_linker(
+    linker: &mut wasmtime::component::Linker<HostState>,
+) -> wasmtime::Result<()> {
+    data::bindings::Imports::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        linker,
+        |state| state,
+    )
 }
 
 impl WasiView for HostState {
