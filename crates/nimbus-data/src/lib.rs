@@ -4,10 +4,12 @@
 //! Services build their own tables on [`Database`] (each with its own migrations)
 //! and their files on [`FileStore`]; no service reads another's tables.
 
+pub mod blobs;
 pub mod catalog;
 mod db;
 mod files;
 
+pub use blobs::Blobs;
 pub use catalog::{Catalog, StoreInfo};
 pub use db::{Database, DbError};
 pub use files::{FileStore, sha256_hex, write_atomic};
