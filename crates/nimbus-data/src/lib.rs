@@ -1,5 +1,6 @@
 //! The storage engine: one data dir holding an embedded SQLite database (WAL) for
-//! records, and plain files for large bodies (component bytes, compiled artifacts).
+//! records, and plain files for large bodies (component bytes, compiled artifacts,
+//! bucket objects).
 //!
 //! Services build their own tables on [`Database`] (each with its own migrations)
 //! and their files on [`FileStore`]; no service reads another's tables.

@@ -155,7 +155,19 @@ impl Blobs {
         let name = files::random_hex(16)?;
         let target = self.layout.file(store.id, &name);
         let temp = self.layout.temp(store.id)?;
-        files::blocking(move || files::concat(&sources, temp)?.install(&target)).await?;
+        let joined =
+            tokio::task::spawn_blocking(move || files::concat(&sources, temp)?.install(&target))
+                .await
+                .map_err(DataError::storage)?;
+        match joined {
+            // A part file vanished: re-sent, or the upload aborted meanwhile.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DataError::Conflict(
+                    "the upload changed while it completed; complete it again".into(),
+                ));
+            }
+            other => other.map_err(DataError::storage)?,
+        }
 
         let meta = ObjectMeta {
             key,

@@ -284,6 +284,20 @@ async fn bad_input_is_rejected_not_stored() {
         .unwrap();
     assert!(matches!(err, DataError::TooLarge(_)), "{err}");
     assert!(!temp.exists());
+
+    // A body that fails midway (client gone) stores nothing either.
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"start"))),
+        Err("connection reset".into()),
+    ];
+    let broken = StreamBody::new(futures::stream::iter(frames)).boxed_unsync();
+    let err = f
+        .blobs
+        .put(MEDIA, "k", PutOptions::default(), broken)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert!(f.files(&f.media).is_empty());
     assert!(f.events(&f.media).await.is_empty());
 }
 
