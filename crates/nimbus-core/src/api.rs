@@ -56,6 +56,8 @@ pub struct AppStatus {
     pub hosts: Vec<String>,
     pub functions: Vec<FunctionStatus>,
     pub routes: Vec<RouteStatus>,
+    #[serde(default)]
+    pub stores: Vec<crate::data::StoreStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -744,6 +744,223 @@ pub trait StoreCatalog: Send + Sync + 'static {
     ) -> DataResult<Vec<ChangeRecord>>;
 }
 
+// ---------------------------------------------------------------------------
+// Objects over HTTP
+
+/// Serves an object read (with its headers), or 304/416 as HTTP asks. Shared by
+/// the admin API and the gateway (public buckets, signed URLs).
+pub async fn serve_object(
+    blobs: &dyn BlobStore,
+    store: StoreRef<'_>,
+    key: &str,
+    headers: &http::HeaderMap,
+    head_only: bool,
+) -> DataResult<Option<http::Response<Body>>> {
+    let range = headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(ByteRange::parse)
+        .transpose()?;
+    if head_only {
+        let Some(meta) = blobs.head(store, key).await? else {
+            return Ok(None);
+        };
+        let mut response = empty_response(http::StatusCode::OK);
+        object_headers(response.headers_mut(), &meta);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(meta.size));
+        return Ok(Some(response));
+    }
+    let Some(read) = blobs.get(store, key, range).await? else {
+        return Ok(None);
+    };
+    let etag = format!("\"{}\"", read.meta.etag);
+    if headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut response = empty_response(http::StatusCode::NOT_MODIFIED);
+        object_headers(response.headers_mut(), &read.meta);
+        return Ok(Some(response));
+    }
+    let (status, length) = match read.range {
+        Some((first, last)) => (http::StatusCode::PARTIAL_CONTENT, last - first + 1),
+        None => (http::StatusCode::OK, read.meta.size),
+    };
+    let mut response = http::Response::new(read.body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    object_headers(h, &read.meta);
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    if let Some((first, last)) = read.range
+        && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {first}-{last}/{}", read.meta.size))
+    {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    Ok(Some(response))
+}
+
+fn empty_response(status: http::StatusCode) -> http::Response<Body> {
+    use http_body_util::BodyExt as _;
+    let body = http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+fn object_headers(h: &mut http::HeaderMap, meta: &ObjectMeta) {
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        h.insert(http::header::ETAG, v);
+    }
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    h.insert(http::header::ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
+    let modified = std::time::UNIX_EPOCH + Duration::from_millis(meta.last_modified);
+    if let Ok(v) = http::HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
+    for (k, v) in &meta.metadata {
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(format!("x-nimbus-meta-{k}").as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            h.insert(name, value);
+        }
+    }
+}
+
+/// Reads `Content-Type`, `Content-MD5` and `x-nimbus-meta-*` of a put.
+pub fn put_options(headers: &http::HeaderMap) -> Result<PutOptions, DataError> {
+    let mut options = PutOptions {
+        content_type: headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(md5) = headers.get("content-md5") {
+        let decoded = md5
+            .to_str()
+            .ok()
+            .and_then(|s| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+            })
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .ok_or_else(|| {
+                DataError::Invalid("Content-MD5 must be the base64 of a 16-byte MD5 digest".into())
+            })?;
+        options.content_md5 = Some(decoded);
+    }
+    for (name, value) in headers {
+        if let Some(meta) = name.as_str().strip_prefix("x-nimbus-meta-") {
+            let value = value
+                .to_str()
+                .map_err(|_| DataError::Invalid(format!("metadata `{meta}` is not text")))?;
+            options.metadata.insert(meta.to_string(), value.to_string());
+        }
+    }
+    Ok(options)
+}
+
+// ---------------------------------------------------------------------------
+// Signed URLs
+
+/// Where the gateway serves signed object URLs.
+pub const SIGNED_PREFIX: &str = "/_nimbus/buckets/";
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Signs and checks time-limited object URLs (HMAC-SHA256 over the method, app,
+/// bucket, key and expiry) with the node's secret key.
+#[derive(Clone)]
+pub struct UrlSigner {
+    key: std::sync::Arc<[u8]>,
+}
+
+impl std::fmt::Debug for UrlSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlSigner")
+    }
+}
+
+/// Characters escaped in a key's path segments.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+impl UrlSigner {
+    pub fn new(key: &[u8]) -> Self {
+        Self { key: key.into() }
+    }
+
+    fn mac(&self, method: &str, app: &str, bucket: &str, key: &str, expires: u64) -> String {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(format!("{method}\n{app}\n{bucket}\n{key}\n{expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The gateway path (with query) that allows `method` on one object until
+    /// `expires` (Unix seconds).
+    pub fn signed_path(&self, method: &str, app: &str, bucket: &str, key: &str, expires: u64) -> String {
+        let encoded: Vec<String> = key
+            .split('/')
+            .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
+            .collect();
+        format!(
+            "{SIGNED_PREFIX}{app}/{bucket}/{}?method={method}&expires={expires}&signature={}",
+            encoded.join("/"),
+            self.mac(method, app, bucket, key, expires)
+        )
+    }
+
+    /// Checks a signed URL's parts; `key` is already percent-decoded.
+    pub fn verify(
+        &self,
+        method: &str,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        expires: u64,
+        signature: &str,
+        now: u64,
+    ) -> Result<(), &'static str> {
+        let expected = self.mac(method, app, bucket, key, expires);
+        let same = expected.len() == signature.len()
+            && expected
+                .bytes()
+                .zip(signature.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err("the signature does not match this URL");
+        }
+        if now > expires {
+            return Err("the signed URL has expired");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +1009,19 @@ mod tests {
         ] {
             assert!(Filter::from_json(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn signed_urls() {
+        let signer = UrlSigner::new(b"secret");
+        let path = signer.signed_path("GET", "shop", "images", "a b/c.png", 100);
+        assert!(path.starts_with("/_nimbus/buckets/shop/images/a%20b/c.png?method=GET&expires=100&signature="), "{path}");
+        let sig = path.rsplit_once("signature=").unwrap().1;
+        signer.verify("GET", "shop", "images", "a b/c.png", 100, sig, 50).unwrap();
+        assert!(signer.verify("GET", "shop", "images", "a b/c.png", 100, sig, 101).is_err());
+        assert!(signer.verify("PUT", "shop", "images", "a b/c.png", 100, sig, 50).is_err());
+        assert!(signer.verify("GET", "shop", "images", "other", 100, sig, 50).is_err());
+        assert!(UrlSigner::new(b"other").verify("GET", "shop", "images", "a b/c.png", 100, sig, 50).is_err());
     }
 
     #[test]

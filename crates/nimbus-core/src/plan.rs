@@ -173,8 +173,8 @@ fn change(op: Op, kind: &str, name: &str, detail: String) -> Change {
 const DELETES_DATA: &str = "deletes its data";
 
 fn store_diff(old: &App, new: &App, kind: StoreKind, name: &str) -> Option<String> {
-    let detail = match kind {
-        StoreKind::Kv => return None,
+    match kind {
+        StoreKind::Kv => None,
         StoreKind::Docs => {
             let (a, b) = (&old.docs[name].indexes, &new.docs[name].indexes);
             (a != b).then(|| format!("indexes: {} -> {}", a.join(", "), b.join(", ")))
@@ -197,8 +197,7 @@ fn store_diff(old: &App, new: &App, kind: StoreKind, name: &str) -> Option<Strin
             }
             (!fields.is_empty()).then(|| fields.join(", "))
         }
-    };
-    detail
+    }
 }
 
 fn function_diff(old: &Function, new: &Function) -> String {

@@ -10,6 +10,7 @@ use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use nimbus_core::app::App;
+use nimbus_core::data::{BlobStore, DataError, SIGNED_PREFIX, StoreRef, UrlSigner, serve_object};
 use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker};
 
 use crate::body::LimitedBody;
@@ -34,8 +35,16 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How the gateway reaches objects: public buckets and signed URLs.
+#[derive(Clone)]
+pub struct ObjectAccess {
+    pub blobs: Arc<dyn BlobStore>,
+    pub signer: UrlSigner,
+}
+
 pub struct Gateway {
     invoker: Arc<dyn Invoker>,
+    objects: Option<ObjectAccess>,
     table: ArcSwap<Table>,
     config: GatewayConfig,
     id_prefix: String,
@@ -43,7 +52,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(invoker: Arc<dyn Invoker>, config: GatewayConfig) -> Arc<Self> {
+    pub fn new(
+        invoker: Arc<dyn Invoker>,
+        objects: Option<ObjectAccess>,
+        config: GatewayConfig,
+    ) -> Arc<Self> {
         let mut seed = [0u8; 4];
         getrandom::fill(&mut seed).expect("system randomness");
         let table = Table {
@@ -52,6 +65,7 @@ impl Gateway {
         };
         Arc::new(Self {
             invoker,
+            objects,
             table: ArcSwap::from_pointee(table),
             config,
             id_prefix: format!("{:08x}", u32::from_le_bytes(seed)),
@@ -106,6 +120,9 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        if request.uri().path().starts_with(SIGNED_PREFIX) {
+            return self.signed(request).await;
+        }
         let table = self.table.load();
         let host = request
             .headers()
@@ -142,6 +159,22 @@ impl Gateway {
                 return response;
             }
             Match::NotFound => {
+                if let Some((bucket, key)) = app.public_object(request.uri().path())
+                    && (request.method() == http::Method::GET || request.method() == http::Method::HEAD)
+                    && let Some(objects) = &self.objects
+                {
+                    let store = StoreRef::new(&app.name, &bucket.bucket);
+                    let head = request.method() == http::Method::HEAD;
+                    return match serve_object(&*objects.blobs, store, &key, request.headers(), head).await {
+                        Ok(Some(response)) => response,
+                        Ok(None) => error(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            &format!("no object `{key}` in bucket `{}`", bucket.bucket),
+                        ),
+                        Err(err) => data_error(&err),
+                    };
+                }
                 return error(
                     StatusCode::NOT_FOUND,
                     "not_found",
@@ -185,6 +218,121 @@ impl Gateway {
             Err(err) => invoke_error(&err, request_id),
         }
     }
+}
+
+impl Gateway {
+    /// `/_nimbus/buckets/APP/BUCKET/KEY?method=&expires=&signature=`: one object,
+    /// for anyone holding the URL until it expires (browsers included: CORS is open).
+    async fn signed<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut response = self.signed_inner(request).await;
+        let h = response.headers_mut();
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, HEAD, PUT"),
+        );
+        h.insert("access-control-allow-headers", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("etag, content-length, content-range"),
+        );
+        response
+    }
+
+    async fn signed_inner<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(objects) = &self.objects else {
+            return error(StatusCode::NOT_FOUND, "not_found", "this node serves no objects");
+        };
+        if request.method() == http::Method::OPTIONS {
+            let mut response = error(StatusCode::NO_CONTENT, "", "");
+            *response.body_mut() = Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync();
+            return response;
+        }
+        let forbidden = |why: &str| error(StatusCode::FORBIDDEN, "forbidden", why);
+        let uri = request.uri().clone();
+        let rest = &uri.path()[SIGNED_PREFIX.len()..];
+        let mut parts = rest.splitn(3, '/');
+        let (Some(app), Some(bucket), Some(raw_key)) = (parts.next(), parts.next(), parts.next()) else {
+            return forbidden("a signed URL names an app, a bucket and a key");
+        };
+        let Ok(key) = percent_encoding::percent_decode_str(raw_key).decode_utf8() else {
+            return forbidden("the key is not UTF-8");
+        };
+        let mut method = None;
+        let mut expires = None;
+        let mut signature = None;
+        for pair in uri.query().unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("method", v)) => method = Some(v),
+                Some(("expires", v)) => expires = v.parse::<u64>().ok(),
+                Some(("signature", v)) => signature = Some(v),
+                _ => {}
+            }
+        }
+        let (Some(method), Some(expires), Some(signature)) = (method, expires, signature) else {
+            return forbidden("the URL lacks `method`, `expires` or `signature`");
+        };
+        let allowed = match method {
+            "GET" => request.method() == http::Method::GET || request.method() == http::Method::HEAD,
+            "PUT" => request.method() == http::Method::PUT,
+            _ => false,
+        };
+        if !allowed {
+            return forbidden(&format!("this URL is signed for {method}, not {}", request.method()));
+        }
+        if let Err(why) = objects.signer.verify(
+            method,
+            app,
+            bucket,
+            &key,
+            expires,
+            signature,
+            nimbus_core::data::unix_now(),
+        ) {
+            return forbidden(why);
+        }
+        let store = StoreRef::new(app, bucket);
+        if method == "PUT" {
+            let options = match nimbus_core::data::put_options(request.headers()) {
+                Ok(o) => o,
+                Err(err) => return data_error(&err),
+            };
+            let body = request.into_body().map_err(Into::into).boxed_unsync();
+            return match objects.blobs.put(store, &key, options, body).await {
+                Ok(meta) => json_response(StatusCode::OK, &meta),
+                Err(err) => data_error(&err),
+            };
+        }
+        let head = request.method() == http::Method::HEAD;
+        match serve_object(&*objects.blobs, store, &key, request.headers(), head).await {
+            Ok(Some(response)) => response,
+            Ok(None) => error(StatusCode::NOT_FOUND, "not_found", &format!("no object `{key}`")),
+            Err(err) => data_error(&err),
+        }
+    }
+}
+
+fn data_error(err: &DataError) -> Response<Body> {
+    let (status, code) = err.status();
+    error(status, code, &err.to_string())
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn too_large(limit: u64) -> Response<Body> {

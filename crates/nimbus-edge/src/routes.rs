@@ -12,6 +12,43 @@ use nimbus_core::ports::Target;
 pub struct AppRoutes {
     pub name: Arc<str>,
     router: matchit::Router<Vec<(Option<http::Method>, Target)>>,
+    /// Public buckets, longest mount first.
+    pub public_buckets: Vec<PublicBucket>,
+}
+
+/// A bucket served read-only at a gateway path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicBucket {
+    pub bucket: String,
+    /// `/` or a path without a trailing slash.
+    pub mount: String,
+    pub index_document: String,
+}
+
+impl PublicBucket {
+    /// The object key a request path names in this bucket, if the path is under
+    /// its mount. A path ending in `/` (or the mount itself) names the index document.
+    pub fn key_for(&self, path: &str) -> Option<String> {
+        let rest = if self.mount == "/" {
+            path.strip_prefix('/')?
+        } else {
+            let rest = path.strip_prefix(self.mount.as_str())?;
+            if rest.is_empty() {
+                ""
+            } else {
+                rest.strip_prefix('/')?
+            }
+        };
+        let decoded = percent_encoding::percent_decode_str(rest)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        if decoded.is_empty() || decoded.ends_with('/') {
+            Some(format!("{decoded}{}", self.index_document))
+        } else {
+            Some(decoded)
+        }
+    }
 }
 
 /// What a path lookup found.
@@ -52,7 +89,29 @@ impl AppRoutes {
                 tracing::error!(app = %name, "route `{path}` skipped: {err}");
             }
         }
-        Self { name, router }
+        let mut public_buckets: Vec<PublicBucket> = app
+            .buckets
+            .iter()
+            .filter(|(_, b)| b.public)
+            .map(|(bucket, b)| PublicBucket {
+                bucket: bucket.clone(),
+                mount: b.mount.clone(),
+                index_document: b.index_document.clone(),
+            })
+            .collect();
+        public_buckets.sort_by_key(|b| std::cmp::Reverse(b.mount.len()));
+        Self {
+            name,
+            router,
+            public_buckets,
+        }
+    }
+
+    /// The public bucket and object key a path names, if any.
+    pub fn public_object(&self, path: &str) -> Option<(&PublicBucket, String)> {
+        self.public_buckets
+            .iter()
+            .find_map(|b| b.key_for(path).map(|key| (b, key)))
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Match<'_> {
@@ -131,6 +190,26 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_bucket_paths() {
+        let site = PublicBucket {
+            bucket: "site".into(),
+            mount: "/".into(),
+            index_document: "index.html".into(),
+        };
+        assert_eq!(site.key_for("/").as_deref(), Some("index.html"));
+        assert_eq!(site.key_for("/docs/").as_deref(), Some("docs/index.html"));
+        assert_eq!(site.key_for("/a%20b.css").as_deref(), Some("a b.css"));
+        let img = PublicBucket {
+            mount: "/img".into(),
+            ..site
+        };
+        assert_eq!(img.key_for("/img/x.png").as_deref(), Some("x.png"));
+        assert_eq!(img.key_for("/img").as_deref(), Some("index.html"));
+        assert_eq!(img.key_for("/imgx/y"), None);
+        assert_eq!(img.key_for("/other"), None);
+    }
     use nimbus_core::manifest::Manifest;
 
     fn app(name: &str) -> App {

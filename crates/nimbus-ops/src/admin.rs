@@ -33,7 +33,7 @@ struct AdminState {
 }
 
 /// The admin API's routes.
-pub fn router(control: Arc<Control>, token: String) -> axum::Router {
+pub fn router(control: Arc<Control>, token: String, data: crate::DataApi) -> axum::Router {
     let state = AdminState {
         control,
         token: token.into(),
@@ -56,6 +56,7 @@ pub fn router(control: Arc<Control>, token: String) -> axum::Router {
             post(invoke).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
         )
         .route("/v1/status", get(status))
+        .merge(crate::data_api::routes(data))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     axum::Router::new()
         .route("/v1/health", get(|| async { "ok" }))
@@ -96,7 +97,7 @@ async fn authenticate(State(state): State<AdminState>, request: Request, next: N
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(ErrorBody {
@@ -114,6 +115,9 @@ impl IntoResponse for ControlError {
             ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Activation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "activation_failed"),
+            ControlError::ConfirmationRequired(_) => {
+                (StatusCode::CONFLICT, "confirmation_required")
+            }
             ControlError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         };
         if status.is_server_error() {
@@ -163,19 +167,32 @@ async fn plan(
     Ok(Json(state.control.plan(&name, &request).await?).into_response())
 }
 
+/// `?confirm=true`: allow a deploy or delete that deletes stored data.
+#[derive(Debug, Default, Deserialize)]
+struct Confirm {
+    #[serde(default)]
+    confirm: bool,
+}
+
 async fn deploy(
     State(state): State<AdminState>,
     Path(name): Path<String>,
+    Query(confirm): Query<Confirm>,
     Json(request): Json<DeployRequest>,
 ) -> Result<Response, ControlError> {
-    Ok(Json(state.control.deploy(&name, &request).await?).into_response())
+    let response = state
+        .control
+        .deploy(&name, &request, confirm.confirm)
+        .await?;
+    Ok(Json(response).into_response())
 }
 
 async fn delete_app(
     State(state): State<AdminState>,
     Path(name): Path<String>,
+    Query(confirm): Query<Confirm>,
 ) -> Result<Response, ControlError> {
-    Ok(Json(state.control.delete(&name).await?).into_response())
+    Ok(Json(state.control.delete(&name, confirm.confirm).await?).into_response())
 }
 
 async fn status(State(state): State<AdminState>) -> Response {

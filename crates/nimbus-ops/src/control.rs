@@ -10,6 +10,7 @@ use nimbus_core::api::{
     FunctionStatus, RouteStatus, StatusReport,
 };
 use nimbus_core::app::App;
+use nimbus_core::data::StoreCatalog;
 use nimbus_core::manifest::Manifest;
 use nimbus_core::plan::Plan;
 use nimbus_core::ports::Invoker;
@@ -43,6 +44,9 @@ pub enum ControlError {
     NotFound(String),
     #[error("{0}")]
     Activation(String),
+    /// The deploy deletes stored data and was not confirmed.
+    #[error("{0}")]
+    ConfirmationRequired(String),
     #[error("storage error: {0}")]
     Storage(String),
 }
@@ -68,6 +72,7 @@ pub struct Control {
     registry: Registry,
     components: FileStore,
     platform: Arc<dyn Platform>,
+    stores: Arc<dyn StoreCatalog>,
     apps: RwLock<BTreeMap<String, Deployed>>,
     deploy_lock: Mutex<()>,
     gateway_url: String,
@@ -78,12 +83,14 @@ impl Control {
         db: Database,
         components: FileStore,
         platform: Arc<dyn Platform>,
+        stores: Arc<dyn StoreCatalog>,
         gateway_url: String,
     ) -> Result<Arc<Self>, ControlError> {
         Ok(Arc::new(Self {
             registry: Registry::open(db)?,
             components,
             platform,
+            stores,
             apps: RwLock::new(BTreeMap::new()),
             deploy_lock: Mutex::new(()),
             gateway_url,
@@ -99,7 +106,15 @@ impl Control {
     pub async fn restore(&self) -> Result<usize, ControlError> {
         let mut restored = 0;
         for stored in self.registry.all().await? {
-            match self.resolve(&stored.name, &stored.request) {
+            let resolved = match self.resolve(&stored.name, &stored.request) {
+                // A crash between storing a deploy and creating its stores is finished here.
+                Ok(app) => match self.stores.ensure(&app).await {
+                    Ok(()) => Ok(app),
+                    Err(err) => Err(ControlError::Storage(err.to_string())),
+                },
+                Err(err) => Err(err),
+            };
+            match resolved {
                 Ok(app) => match self.platform.activate(&app, stored.deployment).await {
                     Ok(()) => {
                         self.apps
@@ -182,12 +197,14 @@ impl Control {
         Ok(Plan::between(apps.get(name).map(|d| &d.app), &app))
     }
 
-    /// Applies a deploy: store it, then swap it in. A deploy without changes
-    /// changes nothing.
+    /// Applies a deploy: store it, create its new stores, swap it in, then delete
+    /// the stores it no longer declares (only with `confirm`). A deploy without
+    /// changes changes nothing.
     pub async fn deploy(
         &self,
         name: &str,
         request: &DeployRequest,
+        confirm: bool,
     ) -> Result<DeployResponse, ControlError> {
         let _serial = self.deploy_lock.lock().await;
         let app = self.resolve(name, request)?;
@@ -207,12 +224,35 @@ impl Control {
                 applied: false,
             });
         }
+        let deleted = plan.deleted_stores();
+        if !deleted.is_empty() && !confirm {
+            return Err(ControlError::ConfirmationRequired(format!(
+                "this deploy deletes {} with all {} data: {}; confirm with `--yes` (API: `?confirm=true`)",
+                plural(deleted.len(), "store"),
+                if deleted.len() == 1 { "its" } else { "their" },
+                deleted.join(", ")
+            )));
+        }
         let stored = self.registry.put(name, request, now()).await?;
-        if let Err(err) = self.platform.activate(&app, stored.deployment).await {
+        let activated = match self.stores.ensure(&app).await {
+            Ok(()) => self.platform.activate(&app, stored.deployment).await,
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = activated {
             self.registry
-                .restore(previous.map(|(s, _)| s), name)
+                .restore(previous.as_ref().map(|(s, _)| s.clone()), name)
                 .await?;
+            // Stores this deploy created hold nothing anyone acknowledged yet.
+            let old = previous.as_ref().map(|(_, a)| a);
+            for (kind, store) in app.stores() {
+                if !old.is_some_and(|a| a.has_store(kind, store)) {
+                    let _ = self.stores.drop_store(name, kind, store).await;
+                }
+            }
             return Err(ControlError::Activation(err));
+        }
+        if let Some((_, old)) = &previous {
+            self.drop_stores_not_in(old, Some(&app)).await;
         }
         let deployment = stored.deployment;
         self.apps
@@ -227,17 +267,43 @@ impl Control {
         })
     }
 
-    pub async fn delete(&self, name: &str) -> Result<Plan, ControlError> {
+    /// Removes an app; if it has stores, only with `confirm`, and their data goes too.
+    pub async fn delete(&self, name: &str, confirm: bool) -> Result<Plan, ControlError> {
         let _serial = self.deploy_lock.lock().await;
         let Some(deployed) = self.apps.read().await.get(name).map(|d| d.app.clone()) else {
             return Err(ControlError::NotFound(format!(
                 "app `{name}` is not deployed"
             )));
         };
+        let plan = Plan::removal(&deployed);
+        let deleted = plan.deleted_stores();
+        if !deleted.is_empty() && !confirm {
+            return Err(ControlError::ConfirmationRequired(format!(
+                "deleting app `{name}` deletes {} with all data: {}; confirm with `--yes` (API: `?confirm=true`)",
+                plural(deleted.len(), "store"),
+                deleted.join(", ")
+            )));
+        }
         self.registry.delete(name).await?;
         self.platform.remove(name);
         self.apps.write().await.remove(name);
-        Ok(Plan::removal(&deployed))
+        self.drop_stores_not_in(&deployed, None).await;
+        Ok(plan)
+    }
+
+    /// Deletes the stores of `old` that `next` does not declare. A failure is
+    /// logged: the data stays, and the next deploy or restart tries nothing
+    /// else with it.
+    async fn drop_stores_not_in(&self, old: &App, next: Option<&App>) {
+        for (kind, store) in old.stores() {
+            if next.is_some_and(|n| n.has_store(kind, store)) {
+                continue;
+            }
+            match self.stores.drop_store(&old.name, kind, store).await {
+                Ok(()) => tracing::info!(app = %old.name, "deleted {} `{store}`", kind.noun()),
+                Err(err) => tracing::error!(app = %old.name, "cannot delete {} `{store}`: {err}", kind.noun()),
+            }
+        }
     }
 
     pub async fn list(&self) -> Vec<AppSummary> {
@@ -282,28 +348,50 @@ impl Control {
 
     pub async fn status(&self) -> StatusReport {
         let apps = self.apps.read().await;
-        StatusReport {
+        let mut report = StatusReport {
             gateway: self.gateway_url.clone(),
-            apps: apps
-                .values()
-                .map(|d| AppStatus {
-                    name: d.app.name.clone(),
-                    deployment: d.stored.deployment,
-                    hosts: d.app.all_hosts(),
-                    functions: self.platform.function_status(&d.app.name),
-                    routes: d
-                        .app
-                        .routes
-                        .iter()
-                        .map(|r| RouteStatus {
-                            method: r.method.clone().unwrap_or_else(|| "*".into()),
-                            path: r.path.clone(),
-                            function: r.function.clone(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            apps: Vec::new(),
+        };
+        for d in apps.values() {
+            let stores = match self.stores.stores(&d.app.name).await {
+                Ok(stores) => stores,
+                Err(err) => {
+                    tracing::error!(app = %d.app.name, "cannot read store sizes: {err}");
+                    Vec::new()
+                }
+            };
+            report.apps.push(AppStatus {
+                name: d.app.name.clone(),
+                deployment: d.stored.deployment,
+                hosts: d.app.all_hosts(),
+                functions: self.platform.function_status(&d.app.name),
+                routes: d
+                    .app
+                    .routes
+                    .iter()
+                    .map(|r| RouteStatus {
+                        method: r.method.clone().unwrap_or_else(|| "*".into()),
+                        path: r.path.clone(),
+                        function: r.function.clone(),
+                    })
+                    .collect(),
+                stores,
+            });
         }
+        report
+    }
+
+    /// The app named `name` as deployed now, if it is.
+    pub async fn app(&self, name: &str) -> Option<App> {
+        self.apps.read().await.get(name).map(|d| d.app.clone())
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -1,4 +1,5 @@
-//! Management & Ops: the admin API (`/v1/`, bearer token), the app registry
+//! Management & Ops: the admin API (`/v1/`, bearer token) with the data API
+//! (`/v1/apps/{app}/kv|docs|buckets/…`), the app registry
 //! (deployments stored durably in the node's database) and node status.
 //!
 //! Ops decides *what* runs (validated manifests and component digests); it asks
@@ -6,9 +7,11 @@
 
 mod admin;
 mod control;
+pub mod data_api;
 mod registry;
 mod token;
 
 pub use admin::{router, serve};
 pub use control::{Control, ControlError, Platform};
+pub use data_api::DataApi;
 pub use token::load_or_create_token;
