@@ -6,6 +6,7 @@
 
 pub mod catalog;
 mod db;
+pub mod docs;
 mod files;
 
 pub use catalog::{Catalog, StoreInfo};
