@@ -262,6 +262,14 @@ fn compile_after(b: &mut Builder, keys: &[(String, bool)], after: &Cursor) {
     // row with a null key compares as null and is skipped, right because nulls
     // sort first.
     if keys.iter().all(|(_, desc)| !desc) && !values.contains(&SqlValue::Null) {
+        if keys.len() > 1 {
+            // Implied by the row value, but SQLite only seeks an expression
+            // index with a plain comparison.
+            b.push(&keys[0].0);
+            b.push(" >= ");
+            b.bind(values[0].clone());
+            b.push(" AND ");
+        }
         b.push("(");
         b.push(
             &keys
