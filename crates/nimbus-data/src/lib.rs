@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod catalog;
 mod db;
+pub mod docs;
 mod files;
 pub mod kv;
 
