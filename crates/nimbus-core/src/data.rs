@@ -767,9 +767,10 @@ pub async fn serve_object(
         };
         let mut response = empty_response(http::StatusCode::OK);
         object_headers(response.headers_mut(), &meta);
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(meta.size));
+        response.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(meta.size),
+        );
         return Ok(Some(response));
     }
     let Some(read) = blobs.get(store, key, range).await? else {
@@ -793,9 +794,13 @@ pub async fn serve_object(
     *response.status_mut() = status;
     let h = response.headers_mut();
     object_headers(h, &read.meta);
-    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    h.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
+    );
     if let Some((first, last)) = read.range
-        && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {first}-{last}/{}", read.meta.size))
+        && let Ok(v) =
+            http::HeaderValue::from_str(&format!("bytes {first}-{last}/{}", read.meta.size))
     {
         h.insert(http::header::CONTENT_RANGE, v);
     }
@@ -823,7 +828,10 @@ fn object_headers(h: &mut http::HeaderMap, meta: &ObjectMeta) {
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         h.insert(http::header::CONTENT_TYPE, v);
     }
-    h.insert(http::header::ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
+    h.insert(
+        http::header::ACCEPT_RANGES,
+        http::HeaderValue::from_static("bytes"),
+    );
     let modified = std::time::UNIX_EPOCH + Duration::from_millis(meta.last_modified);
     if let Ok(v) = http::HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
         h.insert(http::header::LAST_MODIFIED, v);
@@ -853,7 +861,9 @@ pub fn put_options(headers: &http::HeaderMap) -> Result<PutOptions, DataError> {
             .ok()
             .and_then(|s| {
                 use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .ok()
             })
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .ok_or_else(|| {
@@ -921,7 +931,14 @@ impl UrlSigner {
 
     /// The gateway path (with query) that allows `method` on one object until
     /// `expires` (Unix seconds).
-    pub fn signed_path(&self, method: &str, app: &str, bucket: &str, key: &str, expires: u64) -> String {
+    pub fn signed_path(
+        &self,
+        method: &str,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        expires: u64,
+    ) -> String {
         let encoded: Vec<String> = key
             .split('/')
             .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
@@ -1015,13 +1032,36 @@ mod tests {
     fn signed_urls() {
         let signer = UrlSigner::new(b"secret");
         let path = signer.signed_path("GET", "shop", "images", "a b/c.png", 100);
-        assert!(path.starts_with("/_nimbus/buckets/shop/images/a%20b/c.png?method=GET&expires=100&signature="), "{path}");
+        assert!(
+            path.starts_with(
+                "/_nimbus/buckets/shop/images/a%20b/c.png?method=GET&expires=100&signature="
+            ),
+            "{path}"
+        );
         let sig = path.rsplit_once("signature=").unwrap().1;
-        signer.verify("GET", "shop", "images", "a b/c.png", 100, sig, 50).unwrap();
-        assert!(signer.verify("GET", "shop", "images", "a b/c.png", 100, sig, 101).is_err());
-        assert!(signer.verify("PUT", "shop", "images", "a b/c.png", 100, sig, 50).is_err());
-        assert!(signer.verify("GET", "shop", "images", "other", 100, sig, 50).is_err());
-        assert!(UrlSigner::new(b"other").verify("GET", "shop", "images", "a b/c.png", 100, sig, 50).is_err());
+        signer
+            .verify("GET", "shop", "images", "a b/c.png", 100, sig, 50)
+            .unwrap();
+        assert!(
+            signer
+                .verify("GET", "shop", "images", "a b/c.png", 100, sig, 101)
+                .is_err()
+        );
+        assert!(
+            signer
+                .verify("PUT", "shop", "images", "a b/c.png", 100, sig, 50)
+                .is_err()
+        );
+        assert!(
+            signer
+                .verify("GET", "shop", "images", "other", 100, sig, 50)
+                .is_err()
+        );
+        assert!(
+            UrlSigner::new(b"other")
+                .verify("GET", "shop", "images", "a b/c.png", 100, sig, 50)
+                .is_err()
+        );
     }
 
     #[test]

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use nimbus_core::app::StoreKind;
 use nimbus_core::data::{
-    DataError, DataResult, KeyPage, KvEntry, KvStore, SetOptions, StoreRef, limits,
-    validate_kv_key,
+    DataError, DataResult, KeyPage, KvEntry, KvStore, SetOptions, StoreRef, limits, validate_kv_key,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -403,11 +402,7 @@ impl KvStore for Kv {
         .await
     }
 
-    async fn set_many(
-        &self,
-        store: StoreRef<'_>,
-        entries: Vec<(String, Bytes)>,
-    ) -> DataResult<()> {
+    async fn set_many(&self, store: StoreRef<'_>, entries: Vec<(String, Bytes)>) -> DataResult<()> {
         if entries.len() > limits::MAX_PAGE {
             return Err(DataError::Invalid(format!(
                 "a batch holds at most {} entries",
@@ -550,10 +545,27 @@ mod tests {
     async fn set_get_delete_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (kv, _) = open(dir.path());
-        assert_eq!(kv.set(CARTS, "a", "1".into(), SetOptions::default()).await.unwrap(), 1);
-        assert_eq!(kv.set(CARTS, "a", "2".into(), SetOptions::default()).await.unwrap(), 2);
-        kv.set(CARTS, "b", "x".into(), SetOptions::default()).await.unwrap();
-        assert_eq!(kv.delete_many(CARTS, vec!["b".into(), "zz".into()]).await.unwrap(), 1);
+        assert_eq!(
+            kv.set(CARTS, "a", "1".into(), SetOptions::default())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            kv.set(CARTS, "a", "2".into(), SetOptions::default())
+                .await
+                .unwrap(),
+            2
+        );
+        kv.set(CARTS, "b", "x".into(), SetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.delete_many(CARTS, vec!["b".into(), "zz".into()])
+                .await
+                .unwrap(),
+            1
+        );
         drop(kv);
         let (kv, catalog) = open(dir.path());
         let a = kv.get(CARTS, "a").unwrap().unwrap();
@@ -567,7 +579,15 @@ mod tests {
             .into_iter()
             .map(|c| c.event.ty)
             .collect();
-        assert_eq!(types, ["nimbus.kv.set", "nimbus.kv.set", "nimbus.kv.set", "nimbus.kv.deleted"]);
+        assert_eq!(
+            types,
+            [
+                "nimbus.kv.set",
+                "nimbus.kv.set",
+                "nimbus.kv.set",
+                "nimbus.kv.deleted"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -615,14 +635,19 @@ mod tests {
         let (kv, _) = open(dir.path());
         assert_eq!(kv.increment(CARTS, "n", 5).await.unwrap(), 5);
         assert_eq!(kv.increment(CARTS, "n", -2).await.unwrap(), 3);
-        kv.set(CARTS, "s", "abc".into(), SetOptions::default()).await.unwrap();
+        kv.set(CARTS, "s", "abc".into(), SetOptions::default())
+            .await
+            .unwrap();
         assert!(matches!(
             kv.increment(CARTS, "s", 1).await,
             Err(DataError::Invalid(_))
         ));
-        kv.set_many(CARTS, vec![("x".into(), "1".into()), ("x".into(), "2".into())])
-            .await
-            .unwrap();
+        kv.set_many(
+            CARTS,
+            vec![("x".into(), "1".into()), ("x".into(), "2".into())],
+        )
+        .await
+        .unwrap();
         let x = kv.get(CARTS, "x").unwrap().unwrap();
         assert_eq!((x.value.as_ref(), x.version), (&b"2"[..], 2));
     }

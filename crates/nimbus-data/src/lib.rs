@@ -11,8 +11,10 @@ mod db;
 pub mod docs;
 mod files;
 pub mod kv;
+mod service;
 
 pub use blobs::Blobs;
 pub use catalog::{Catalog, StoreInfo};
 pub use db::{Database, DbError};
 pub use files::{FileStore, sha256_hex, write_atomic};
+pub use service::{DataPortSet, DataService, ports};

@@ -160,12 +160,15 @@ impl Gateway {
             }
             Match::NotFound => {
                 if let Some((bucket, key)) = app.public_object(request.uri().path())
-                    && (request.method() == http::Method::GET || request.method() == http::Method::HEAD)
+                    && (request.method() == http::Method::GET
+                        || request.method() == http::Method::HEAD)
                     && let Some(objects) = &self.objects
                 {
                     let store = StoreRef::new(&app.name, &bucket.bucket);
                     let head = request.method() == http::Method::HEAD;
-                    return match serve_object(&*objects.blobs, store, &key, request.headers(), head).await {
+                    return match serve_object(&*objects.blobs, store, &key, request.headers(), head)
+                        .await
+                    {
                         Ok(Some(response)) => response,
                         Ok(None) => error(
                             StatusCode::NOT_FOUND,
@@ -235,7 +238,10 @@ impl Gateway {
             "access-control-allow-methods",
             HeaderValue::from_static("GET, HEAD, PUT"),
         );
-        h.insert("access-control-allow-headers", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("*"),
+        );
         h.insert(
             "access-control-expose-headers",
             HeaderValue::from_static("etag, content-length, content-range"),
@@ -249,18 +255,25 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let Some(objects) = &self.objects else {
-            return error(StatusCode::NOT_FOUND, "not_found", "this node serves no objects");
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this node serves no objects",
+            );
         };
         if request.method() == http::Method::OPTIONS {
             let mut response = error(StatusCode::NO_CONTENT, "", "");
-            *response.body_mut() = Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync();
+            *response.body_mut() = Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed_unsync();
             return response;
         }
         let forbidden = |why: &str| error(StatusCode::FORBIDDEN, "forbidden", why);
         let uri = request.uri().clone();
         let rest = &uri.path()[SIGNED_PREFIX.len()..];
         let mut parts = rest.splitn(3, '/');
-        let (Some(app), Some(bucket), Some(raw_key)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(app), Some(bucket), Some(raw_key)) = (parts.next(), parts.next(), parts.next())
+        else {
             return forbidden("a signed URL names an app, a bucket and a key");
         };
         let Ok(key) = percent_encoding::percent_decode_str(raw_key).decode_utf8() else {
@@ -281,12 +294,17 @@ impl Gateway {
             return forbidden("the URL lacks `method`, `expires` or `signature`");
         };
         let allowed = match method {
-            "GET" => request.method() == http::Method::GET || request.method() == http::Method::HEAD,
+            "GET" => {
+                request.method() == http::Method::GET || request.method() == http::Method::HEAD
+            }
             "PUT" => request.method() == http::Method::PUT,
             _ => false,
         };
         if !allowed {
-            return forbidden(&format!("this URL is signed for {method}, not {}", request.method()));
+            return forbidden(&format!(
+                "this URL is signed for {method}, not {}",
+                request.method()
+            ));
         }
         if let Err(why) = objects.signer.verify(
             method,
@@ -314,7 +332,11 @@ impl Gateway {
         let head = request.method() == http::Method::HEAD;
         match serve_object(&*objects.blobs, store, &key, request.headers(), head).await {
             Ok(Some(response)) => response,
-            Ok(None) => error(StatusCode::NOT_FOUND, "not_found", &format!("no object `{key}`")),
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no object `{key}`"),
+            ),
             Err(err) => data_error(&err),
         }
     }
@@ -327,7 +349,11 @@ fn data_error(err: &DataError) -> Response<Body> {
 
 fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()

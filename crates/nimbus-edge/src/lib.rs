@@ -8,5 +8,5 @@ mod gateway;
 mod routes;
 mod server;
 
-pub use gateway::{Gateway, GatewayConfig};
+pub use gateway::{Gateway, GatewayConfig, ObjectAccess};
 pub use server::serve;

@@ -301,7 +301,9 @@ impl Control {
             }
             match self.stores.drop_store(&old.name, kind, store).await {
                 Ok(()) => tracing::info!(app = %old.name, "deleted {} `{store}`", kind.noun()),
-                Err(err) => tracing::error!(app = %old.name, "cannot delete {} `{store}`: {err}", kind.noun()),
+                Err(err) => {
+                    tracing::error!(app = %old.name, "cannot delete {} `{store}`: {err}", kind.noun())
+                }
             }
         }
     }

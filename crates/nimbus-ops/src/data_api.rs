@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use nimbus_core::app::StoreKind;
 use nimbus_core::data::{
-    BlobStore, DataError, DocQuery, DocStore, Filter, KvStore, ListObjects, OrderBy,
-    PutOptions, SetOptions, StoreCatalog, StoreRef, UrlSigner, limits, put_options, serve_object,
+    BlobStore, DataError, DocQuery, DocStore, Filter, KvStore, ListObjects, OrderBy, PutOptions,
+    SetOptions, StoreCatalog, StoreRef, UrlSigner, limits, put_options, serve_object,
 };
 use nimbus_core::duration;
 use nimbus_core::ports::{Body, BoxError};
@@ -60,7 +60,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
         .route("/v1/apps/{app}/docs/{store}/documents", post(doc_create))
         .route(
             "/v1/apps/{app}/docs/{store}/documents/{id}",
-            get(doc_get).put(doc_put).patch(doc_patch).delete(doc_delete),
+            get(doc_get)
+                .put(doc_put)
+                .patch(doc_patch)
+                .delete(doc_delete),
         )
         .route("/v1/apps/{app}/docs/{store}/query", post(doc_query))
         .route("/v1/apps/{app}/docs/{store}/explain", post(doc_explain))
@@ -73,7 +76,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
                 .delete(blob_delete),
         )
         .route("/v1/apps/{app}/buckets/{store}/copy", post(blob_copy))
-        .route("/v1/apps/{app}/buckets/{store}/uploads", post(upload_create))
+        .route(
+            "/v1/apps/{app}/buckets/{store}/uploads",
+            post(upload_create),
+        )
         .route(
             "/v1/apps/{app}/buckets/{store}/uploads/{upload}",
             axum::routing::delete(upload_abort),
@@ -89,7 +95,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
         .route("/v1/apps/{app}/buckets/{store}/sign", post(blob_sign))
         .route("/v1/apps/{app}/kv/{store}/changes", get(changes_kv))
         .route("/v1/apps/{app}/docs/{store}/changes", get(changes_docs))
-        .route("/v1/apps/{app}/buckets/{store}/changes", get(changes_buckets))
+        .route(
+            "/v1/apps/{app}/buckets/{store}/changes",
+            get(changes_buckets),
+        )
         .layer(axum::Extension(api))
 }
 
@@ -120,14 +129,17 @@ fn invalid(message: impl Into<String>) -> Response {
 async fn read_limited(body: AxumBody, limit: usize, what: &str) -> Result<Bytes, Response> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(fail(
-            DataError::TooLarge(format!("{what} is larger than the limit of {limit} bytes")),
-        )),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(fail(DataError::TooLarge(
+            format!("{what} is larger than the limit of {limit} bytes"),
+        ))),
         Err(err) => Err(invalid(format!("cannot read the request body: {err}"))),
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(body: AxumBody, limit: usize) -> Result<T, Response> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    body: AxumBody,
+    limit: usize,
+) -> Result<T, Response> {
     let bytes = read_limited(body, limit, "the request body").await?;
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
@@ -366,7 +378,11 @@ async fn doc_get(api: Api, Path((app, store, id)): ItemPath) -> Reply {
         .get(StoreRef::new(&app, &store), &id)
         .await
         .map_err(fail)?
-        .ok_or_else(|| fail(DataError::NotFound(format!("document `{id}` does not exist"))))?;
+        .ok_or_else(|| {
+            fail(DataError::NotFound(format!(
+                "document `{id}` does not exist"
+            )))
+        })?;
     Ok(Json(doc).into_response())
 }
 
@@ -415,7 +431,11 @@ async fn doc_patch(
     Ok(Json(doc).into_response())
 }
 
-async fn doc_delete(api: Api, Path((app, store, id)): ItemPath, Query(q): Query<RevQuery>) -> Reply {
+async fn doc_delete(
+    api: Api,
+    Path((app, store, id)): ItemPath,
+    Query(q): Query<RevQuery>,
+) -> Reply {
     let deleted = api
         .docs
         .delete(StoreRef::new(&app, &store), &id, q.if_rev)
@@ -490,19 +510,35 @@ async fn blob_put(api: Api, Path((app, store, key)): ItemPath, request: Request)
 }
 
 async fn blob_get(api: Api, Path((app, store, key)): ItemPath, headers: HeaderMap) -> Reply {
-    serve_object(&*api.blobs, StoreRef::new(&app, &store), &key, &headers, false)
-        .await
-        .map_err(fail)?
-        .map(|r| r.map(AxumBody::new))
-        .ok_or_else(|| fail(DataError::NotFound(format!("object `{key}` does not exist"))))
+    serve_object(
+        &*api.blobs,
+        StoreRef::new(&app, &store),
+        &key,
+        &headers,
+        false,
+    )
+    .await
+    .map_err(fail)?
+    .map(|r| r.map(AxumBody::new))
+    .ok_or_else(|| {
+        fail(DataError::NotFound(format!(
+            "object `{key}` does not exist"
+        )))
+    })
 }
 
 async fn blob_head(api: Api, Path((app, store, key)): ItemPath, headers: HeaderMap) -> Reply {
-    serve_object(&*api.blobs, StoreRef::new(&app, &store), &key, &headers, true)
-        .await
-        .map_err(fail)?
-        .map(|r| r.map(AxumBody::new))
-        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+    serve_object(
+        &*api.blobs,
+        StoreRef::new(&app, &store),
+        &key,
+        &headers,
+        true,
+    )
+    .await
+    .map_err(fail)?
+    .map(|r| r.map(AxumBody::new))
+    .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
 }
 
 async fn blob_delete(api: Api, Path((app, store, key)): ItemPath) -> Reply {
@@ -523,7 +559,11 @@ struct ObjectListQuery {
     limit: Option<usize>,
 }
 
-async fn blob_list(api: Api, Path((app, store)): StorePath, Query(q): Query<ObjectListQuery>) -> Reply {
+async fn blob_list(
+    api: Api,
+    Path((app, store)): StorePath,
+    Query(q): Query<ObjectListQuery>,
+) -> Reply {
     let request = ListObjects {
         prefix: q.prefix,
         delimiter: q.delimiter.filter(|d| !d.is_empty()),
@@ -615,11 +655,7 @@ struct CompletePart {
     etag: String,
 }
 
-async fn upload_complete(
-    api: Api,
-    Path((app, store, upload)): ItemPath,
-    body: AxumBody,
-) -> Reply {
+async fn upload_complete(api: Api, Path((app, store, upload)): ItemPath, body: AxumBody) -> Reply {
     let req: CompleteBody = read_json(body, 4 << 20).await?;
     let parts = req
         .parts
@@ -669,7 +705,9 @@ async fn blob_sign(api: Api, Path((app, store)): StorePath, body: AxumBody) -> R
         .map_err(fail)?;
     let method = req.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
     if method != "GET" && method != "PUT" {
-        return Err(invalid(format!("cannot sign method `{method}`: use GET or PUT")));
+        return Err(invalid(format!(
+            "cannot sign method `{method}`: use GET or PUT"
+        )));
     }
     let ttl = match &req.expires_in {
         Some(text) => parse_duration("expires_in", text)?,
@@ -679,7 +717,9 @@ async fn blob_sign(api: Api, Path((app, store)): StorePath, body: AxumBody) -> R
         return Err(invalid("`expires_in` is at most 7 days"));
     }
     let expires = nimbus_core::data::unix_now() + ttl.as_secs();
-    let path = api.signer.signed_path(&method, &app, &store, &req.key, expires);
+    let path = api
+        .signer
+        .signed_path(&method, &app, &store, &req.key, expires);
     let url = format!("{}{path}", api.gateway_url.trim_end_matches('/'));
     Ok(Json(json!({"url": url, "method": method, "expires": expires})).into_response())
 }
@@ -708,11 +748,19 @@ async fn changes(api: Api, kind: StoreKind, app: String, store: String, q: Chang
     Ok(Json(json!({"changes": changes, "cursor": cursor})).into_response())
 }
 
-async fn changes_kv(api: Api, Path((app, store)): StorePath, Query(q): Query<ChangesQuery>) -> Reply {
+async fn changes_kv(
+    api: Api,
+    Path((app, store)): StorePath,
+    Query(q): Query<ChangesQuery>,
+) -> Reply {
     changes(api, StoreKind::Kv, app, store, q).await
 }
 
-async fn changes_docs(api: Api, Path((app, store)): StorePath, Query(q): Query<ChangesQuery>) -> Reply {
+async fn changes_docs(
+    api: Api,
+    Path((app, store)): StorePath,
+    Query(q): Query<ChangesQuery>,
+) -> Reply {
     changes(api, StoreKind::Docs, app, store, q).await
 }
 

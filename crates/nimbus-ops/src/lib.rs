@@ -14,4 +14,4 @@ mod token;
 pub use admin::{router, serve};
 pub use control::{Control, ControlError, Platform};
 pub use data_api::DataApi;
-pub use token::load_or_create_token;
+pub use token::{URL_KEY_FILE, load_or_create_secret, load_or_create_token};

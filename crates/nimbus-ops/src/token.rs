@@ -6,9 +6,18 @@ use std::path::Path;
 
 pub const TOKEN_FILE: &str = "admin-token";
 
+/// The secret that signs object URLs.
+pub const URL_KEY_FILE: &str = "url-signing-key";
+
 /// Reads the token in `data_dir`, creating one if there is none.
 pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
-    let path = data_dir.join(TOKEN_FILE);
+    load_or_create_secret(data_dir, TOKEN_FILE)
+}
+
+/// Reads the secret (256 random bits, hex) in `data_dir/file`, creating it if
+/// there is none; only the owner can read it.
+pub fn load_or_create_secret(data_dir: &Path, file: &str) -> io::Result<String> {
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
         Ok(_) => {}

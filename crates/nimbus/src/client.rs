@@ -49,7 +49,7 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = req.send().await.with_context(|| {
             format!(
                 "cannot reach the Nimbus node at {}; is it running?",
@@ -60,6 +60,18 @@ impl Client {
             return Ok(response);
         }
         Err(api_error(response).await)
+    }
+
+    /// Sends a request and reads its JSON answer.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = self.send(req).await?;
+        response
+            .json()
+            .await
+            .context("the node's answer is not the JSON expected")
     }
 
     pub async fn upload(
@@ -103,10 +115,12 @@ impl Client {
         &self,
         app: &str,
         request: &DeployRequest,
+        confirm: bool,
     ) -> anyhow::Result<DeployResponse> {
         let r = self
             .send(
                 self.request(reqwest::Method::PUT, &format!("/v1/apps/{app}"))
+                    .query(&[("confirm", confirm)])
                     .json(request),
             )
             .await?;
@@ -120,9 +134,12 @@ impl Client {
         Ok(r.json().await?)
     }
 
-    pub async fn delete(&self, app: &str) -> anyhow::Result<Plan> {
+    pub async fn delete(&self, app: &str, confirm: bool) -> anyhow::Result<Plan> {
         let r = self
-            .send(self.request(reqwest::Method::DELETE, &format!("/v1/apps/{app}")))
+            .send(
+                self.request(reqwest::Method::DELETE, &format!("/v1/apps/{app}"))
+                    .query(&[("confirm", confirm)]),
+            )
             .await?;
         Ok(r.json().await?)
     }

@@ -14,7 +14,7 @@ use crate::node::{Node, NodeConfig, shutdown_signal};
 
 type CliResult = Result<(), CliError>;
 
-pub async fn up(dir: &Path, no_build: bool, mut config: NodeConfig) -> CliResult {
+pub async fn up(dir: &Path, no_build: bool, yes: bool, mut config: NodeConfig) -> CliResult {
     let path = manifest_path(dir);
     let manifest = read_manifest(&path)?;
     let app_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -34,7 +34,7 @@ pub async fn up(dir: &Path, no_build: bool, mut config: NodeConfig) -> CliResult
     }
     let deployed = node
         .control
-        .deploy(&name, &loaded.deploy_request())
+        .deploy(&name, &loaded.deploy_request(), yes)
         .await
         .context("deploy failed")?;
     if deployed.applied {
@@ -69,6 +69,7 @@ pub async fn deploy(
     dir: &Path,
     build: bool,
     dry_run: bool,
+    yes: bool,
     connect: impl FnOnce() -> Result<Client, CliError>,
     json: bool,
 ) -> CliResult {
@@ -117,7 +118,17 @@ pub async fn deploy(
     if !json {
         print!("{plan}");
     }
-    let deployed = client.deploy(&name, &request).await?;
+    let deleted = plan.deleted_stores();
+    if !deleted.is_empty() && !yes {
+        return Err(anyhow::anyhow!(
+            "this deploy deletes {} and all data in {}; nothing was changed. Run again with --yes to delete {}",
+            deleted.join(", "),
+            if deleted.len() == 1 { "it" } else { "them" },
+            if deleted.len() == 1 { "it" } else { "them" },
+        )
+        .into());
+    }
+    let deployed = client.deploy(&name, &request, yes).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&deployed).expect("json"));
     } else if deployed.applied {
@@ -152,7 +163,7 @@ pub struct InvokeArgs {
     include: bool,
 }
 
-fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {
+pub fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {
     match data.as_deref() {
         None => Ok(Vec::new()),
         Some("@-") => {
@@ -242,8 +253,8 @@ pub async fn status(client: &Client, json: bool) -> CliResult {
     Ok(())
 }
 
-pub async fn delete(client: &Client, app: &str, json: bool) -> CliResult {
-    let plan = client.delete(app).await?;
+pub async fn delete(client: &Client, app: &str, yes: bool, json: bool) -> CliResult {
+    let plan = client.delete(app, yes).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
     } else {
@@ -278,7 +289,20 @@ pub fn render_status(report: &StatusReport) -> String {
         .to_vec(),
     ];
     let mut routes = vec![vec!["ROUTE".into(), "FUNCTION".into()]];
+    let mut stores = vec![
+        ["STORE", "KIND", "ITEMS", "BYTES"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for app in &report.apps {
+        for st in &app.stores {
+            stores.push(vec![
+                format!("{}/{}", app.name, st.name),
+                st.kind.to_string(),
+                st.items.to_string(),
+                st.bytes.to_string(),
+            ]);
+        }
         apps.push(vec![
             app.name.clone(),
             app.deployment.to_string(),
@@ -305,14 +329,18 @@ pub fn render_status(report: &StatusReport) -> String {
             ]);
         }
     }
-    for table in [apps, functions, routes] {
+    let mut tables = vec![apps, functions, routes];
+    if stores.len() > 1 {
+        tables.push(stores);
+    }
+    for table in tables {
         out.push('\n');
         out.push_str(&table_text(&table));
     }
     out
 }
 
-fn table_text(rows: &[Vec<String>]) -> String {
+pub fn table_text(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -3,6 +3,7 @@
 mod cli_error;
 mod client;
 mod commands;
+mod data_cli;
 mod loader;
 mod node;
 
@@ -36,6 +37,9 @@ enum Command {
         /// Skip the functions' `build` commands.
         #[arg(long)]
         no_build: bool,
+        /// Allow a redeploy that deletes stores (and their data) the manifest no longer declares.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -57,6 +61,9 @@ enum Command {
         /// Print the plan without applying it.
         #[arg(long)]
         dry_run: bool,
+        /// Allow a deploy that deletes stores (and their data) the manifest no longer declares.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -72,9 +79,45 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Remove an app from a running node.
+    /// Key-value stores: set, get, del, ls, incr (stores named APP/STORE).
+    Kv {
+        #[command(subcommand)]
+        command: data_cli::KvCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Document stores: put, get, patch, del, query (collections named APP/COLLECTION).
+    Docs {
+        #[command(subcommand)]
+        command: data_cli::DocsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Buckets: put, get, ls, rm, url (buckets named APP/BUCKET).
+    Blob {
+        #[command(subcommand)]
+        command: data_cli::BlobCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A store's change feed (CloudEvents, oldest first), e.g. `shop/kv/carts`.
+    Changes {
+        /// APP/KIND/NAME with KIND kv, docs or buckets.
+        store: String,
+        /// Only changes after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an app from a running node (with its stores' data, given --yes).
     Delete {
         app: String,
+        /// Allow deleting the app's stores and their data.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -157,10 +200,11 @@ fn main() -> ExitCode {
             Command::Up {
                 dir,
                 no_build,
+                yes,
                 node,
             } => {
                 init_logging();
-                commands::up(&dir, no_build, node.into_config(None)).await
+                commands::up(&dir, no_build, yes, node.into_config(None)).await
             }
             Command::Serve { default_app, node } => {
                 init_logging();
@@ -170,12 +214,30 @@ fn main() -> ExitCode {
                 dir,
                 build,
                 dry_run,
+                yes,
                 client,
-            } => commands::deploy(&dir, build, dry_run, || client.connect(), client.json).await,
+            } => {
+                commands::deploy(&dir, build, dry_run, yes, || client.connect(), client.json).await
+            }
             Command::Invoke { args, client } => commands::invoke(&client.connect()?, args).await,
             Command::Status { client } => commands::status(&client.connect()?, client.json).await,
-            Command::Delete { app, client } => {
-                commands::delete(&client.connect()?, &app, client.json).await
+            Command::Kv { command, client } => {
+                data_cli::kv(&client.connect()?, command, client.json).await
+            }
+            Command::Docs { command, client } => {
+                data_cli::docs(&client.connect()?, command, client.json).await
+            }
+            Command::Blob { command, client } => {
+                data_cli::blob(&client.connect()?, command, client.json).await
+            }
+            Command::Changes {
+                store,
+                after,
+                limit,
+                client,
+            } => data_cli::changes(&client.connect()?, &store, after, limit, client.json).await,
+            Command::Delete { app, yes, client } => {
+                commands::delete(&client.connect()?, &app, yes, client.json).await
             }
         }
     });

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use nimbus_compute::{Runtime, RuntimeConfig};
+use nimbus_compute::{DataPorts, Runtime, RuntimeConfig};
 use nimbus_core::api::{ComponentUploaded, FunctionStatus};
 use nimbus_core::app::App;
+use nimbus_core::data::UrlSigner;
 use nimbus_core::ports::Invoker;
-use nimbus_data::{Database, FileStore};
-use nimbus_edge::{Gateway, GatewayConfig};
-use nimbus_ops::{Control, Platform};
+use nimbus_data::{DataService, Database, FileStore};
+use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
+use nimbus_ops::{Control, DataApi, Platform};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -100,6 +101,7 @@ pub struct Node {
     admin_listener: TcpListener,
     gateway: Arc<Gateway>,
     token: String,
+    data_api: DataApi,
 }
 
 impl Node {
@@ -119,6 +121,15 @@ impl Node {
         let token = nimbus_ops::load_or_create_token(&config.data_dir)
             .context("cannot create the admin token")?;
         let db = Database::open(&config.data_dir)?;
+        let data = DataService::open(db.clone(), &config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open the data stores: {e}"))?;
+        data.spawn_upkeep();
+        let data_ports = nimbus_data::ports(&data);
+        let signer = UrlSigner::new(
+            nimbus_ops::load_or_create_secret(&config.data_dir, nimbus_ops::URL_KEY_FILE)
+                .context("cannot create the URL signing key")?
+                .as_bytes(),
+        );
         let components = FileStore::open(config.data_dir.join("components"), "wasm")?;
         let cache = FileStore::open(config.data_dir.join("cache").join("compiled"), "cwasm")?;
         let runtime = Runtime::new(
@@ -127,10 +138,19 @@ impl Node {
                 ..RuntimeConfig::default()
             },
             Arc::new(cache),
+            DataPorts {
+                kv: data_ports.kv.clone(),
+                docs: data_ports.docs.clone(),
+                blobs: data_ports.blobs.clone(),
+            },
         )
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly runtime: {e:#}"))?;
         let gateway = Gateway::new(
             runtime.clone(),
+            Some(ObjectAccess {
+                blobs: data_ports.blobs.clone(),
+                signer: signer.clone(),
+            }),
             GatewayConfig {
                 max_body_bytes: config.max_body_bytes,
                 default_app: config.default_app.clone(),
@@ -141,7 +161,22 @@ impl Node {
             gateway: gateway.clone(),
             components: components.clone(),
         });
-        let control = Control::new(db, components, platform, format!("http://{gateway_addr}"))?;
+        let gateway_url = format!("http://{gateway_addr}");
+        let control = Control::new(
+            db,
+            components,
+            platform,
+            data_ports.catalog.clone(),
+            gateway_url.clone(),
+        )?;
+        let data_api = DataApi {
+            kv: data_ports.kv,
+            docs: data_ports.docs,
+            blobs: data_ports.blobs,
+            catalog: data_ports.catalog,
+            signer,
+            gateway_url,
+        };
         let restored = control.restore().await?;
         if restored > 0 {
             tracing::info!(
@@ -157,12 +192,13 @@ impl Node {
             admin_listener,
             gateway,
             token,
+            data_api,
         })
     }
 
     /// Serves until `shutdown` flips to true, then drains in-flight requests.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let router = nimbus_ops::router(self.control.clone(), self.token.clone());
+        let router = nimbus_ops::router(self.control.clone(), self.token.clone(), self.data_api);
         let mut admin_shutdown = shutdown.clone();
         let admin = tokio::spawn(nimbus_ops::serve(self.admin_listener, router, async move {
             let _ = admin_shutdown.wait_for(|stop| *stop).await;

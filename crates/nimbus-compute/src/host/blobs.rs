@@ -87,7 +87,12 @@ impl wit::Host for HostState {
         let result = async {
             let store = data.granted(StoreKind::Buckets, &bucket)?;
             if length == 0 {
-                return Ok(data.ports.blobs.head(store, &key).await?.map(|_| Vec::new()));
+                return Ok(data
+                    .ports
+                    .blobs
+                    .head(store, &key)
+                    .await?
+                    .map(|_| Vec::new()));
             }
             let range = ByteRange::From {
                 start: offset,

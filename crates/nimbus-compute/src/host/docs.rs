@@ -85,7 +85,12 @@ impl wit::Host for HostState {
         Ok(result.map(to_wit_doc).map_err(to_wit))
     }
 
-    async fn delete(&mut self, collection: String, id: String, if_rev: Option<u64>) -> DocResult<bool> {
+    async fn delete(
+        &mut self,
+        collection: String,
+        id: String,
+        if_rev: Option<u64>,
+    ) -> DocResult<bool> {
         let data = &self.data;
         let result = async {
             let store = data.granted(StoreKind::Docs, &collection)?;

@@ -36,7 +36,6 @@ impl HostState {
     fn bucket_name(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Arc<str>> {
         Ok(self.table.get(bucket)?.name.clone())
     }
-
 }
 
 impl DataCtx {
@@ -48,7 +47,10 @@ impl DataCtx {
         options: SetOptions,
     ) -> Result<u64, DataError> {
         let store = self.granted(StoreKind::Kv, name)?;
-        self.ports.kv.set(store, key, Bytes::from(value), options).await
+        self.ports
+            .kv
+            .set(store, key, Bytes::from(value), options)
+            .await
     }
 }
 
@@ -75,9 +77,17 @@ impl store::HostBucket for HostState {
         Ok(result.map(|e| e.map(|e| e.value.to_vec())).map_err(to_wasi))
     }
 
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> WasiResult<()> {
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> WasiResult<()> {
         let name = self.bucket_name(&bucket)?;
-        let result = self.data.kv_set(&name, &key, value, SetOptions::default()).await;
+        let result = self
+            .data
+            .kv_set(&name, &key, value, SetOptions::default())
+            .await;
         Ok(result.map(drop).map_err(to_wasi))
     }
 
@@ -144,10 +154,17 @@ impl store::HostBucket for HostState {
 }
 
 impl atomics::Host for HostState {
-    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> WasiResult<u64> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> WasiResult<u64> {
         let name = self.bucket_name(&bucket)?;
         let Ok(delta) = i64::try_from(delta) else {
-            return Ok(Err(store::Error::Other(format!("delta {delta} is too large"))));
+            return Ok(Err(store::Error::Other(format!(
+                "delta {delta} is too large"
+            ))));
         };
         let result = match self.data.granted(StoreKind::Kv, &name) {
             Ok(store) => self.data.ports.kv.increment(store, &key, delta).await,
@@ -216,7 +233,11 @@ impl batch::Host for HostState {
 type ExtResult<T> = wasmtime::Result<Result<T, WitError>>;
 
 impl ext::Host for HostState {
-    fn get_entry(&mut self, bucket: Resource<Bucket>, key: String) -> ExtResult<Option<ext::Entry>> {
+    fn get_entry(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> ExtResult<Option<ext::Entry>> {
         let name = self.bucket_name(&bucket)?;
         let result = self
             .data
@@ -245,7 +266,11 @@ impl ext::Host for HostState {
             ttl: options.ttl_ms.map(std::time::Duration::from_millis),
             if_version: options.if_version,
         };
-        Ok(self.data.kv_set(&name, &key, value, options).await.map_err(to_wit))
+        Ok(self
+            .data
+            .kv_set(&name, &key, value, options)
+            .await
+            .map_err(to_wit))
     }
 
     fn list_keys(
@@ -270,7 +295,12 @@ impl ext::Host for HostState {
             .map_err(to_wit))
     }
 
-    async fn increment_by(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> ExtResult<i64> {
+    async fn increment_by(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: i64,
+    ) -> ExtResult<i64> {
         let name = self.bucket_name(&bucket)?;
         let result = match self.data.granted(StoreKind::Kv, &name) {
             Ok(store) => self.data.ports.kv.increment(store, &key, delta).await,

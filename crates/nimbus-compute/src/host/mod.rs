@@ -16,8 +16,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use log::GuestLog;
 pub use data::{DataCtx, DataPorts};
+use log::GuestLog;
 pub use log::LogTag;
 use outbound::Outbound;
 
