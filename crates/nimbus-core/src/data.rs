@@ -971,7 +971,7 @@ impl UrlSigner {
         if !same {
             return Err("the signature does not match this URL");
         }
-        if now > expires {
+        if now >= expires {
             return Err("the signed URL has expired");
         }
         Ok(())

@@ -140,6 +140,21 @@ impl Gateway {
             };
             return error(StatusCode::NOT_FOUND, "not_found", &message);
         };
+        if let Some((bucket, key)) = app.public_object(request.method(), request.uri().path())
+            && let Some(objects) = &self.objects
+        {
+            let store = StoreRef::new(&app.name, &bucket.bucket);
+            let head = request.method() == http::Method::HEAD;
+            return match serve_object(&*objects.blobs, store, &key, request.headers(), head).await {
+                Ok(Some(response)) => response,
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no object `{key}` in bucket `{}`", bucket.bucket),
+                ),
+                Err(err) => data_error(&err),
+            };
+        }
         let (target, params) = match app.lookup(request.method(), request.uri().path()) {
             Match::Found { target, params } => (target.clone(), params),
             Match::MethodNotAllowed(allowed) => {
@@ -159,25 +174,6 @@ impl Gateway {
                 return response;
             }
             Match::NotFound => {
-                if let Some((bucket, key)) = app.public_object(request.uri().path())
-                    && (request.method() == http::Method::GET
-                        || request.method() == http::Method::HEAD)
-                    && let Some(objects) = &self.objects
-                {
-                    let store = StoreRef::new(&app.name, &bucket.bucket);
-                    let head = request.method() == http::Method::HEAD;
-                    return match serve_object(&*objects.blobs, store, &key, request.headers(), head)
-                        .await
-                    {
-                        Ok(Some(response)) => response,
-                        Ok(None) => error(
-                            StatusCode::NOT_FOUND,
-                            "not_found",
-                            &format!("no object `{key}` in bucket `{}`", bucket.bucket),
-                        ),
-                        Err(err) => data_error(&err),
-                    };
-                }
                 return error(
                     StatusCode::NOT_FOUND,
                     "not_found",

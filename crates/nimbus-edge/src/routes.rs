@@ -11,7 +11,8 @@ use nimbus_core::ports::Target;
 /// One app's routes.
 pub struct AppRoutes {
     pub name: Arc<str>,
-    router: matchit::Router<Vec<(Option<http::Method>, Target)>>,
+    /// Per path: the length of its static prefix (before any `{`), and its targets.
+    router: matchit::Router<(usize, Vec<(Option<http::Method>, Target)>)>,
     /// Public buckets, longest mount first.
     pub public_buckets: Vec<PublicBucket>,
 }
@@ -85,7 +86,8 @@ impl AppRoutes {
             // Specific methods before the `*` route of the same path.
             targets.sort_by_key(|(m, _)| m.is_none());
             // The manifest was validated: paths are well-formed and conflict-free.
-            if let Err(err) = router.insert(path, targets) {
+            let static_len = path.find('{').unwrap_or(path.len());
+            if let Err(err) = router.insert(path, (static_len, targets)) {
                 tracing::error!(app = %name, "route `{path}` skipped: {err}");
             }
         }
@@ -107,11 +109,30 @@ impl AppRoutes {
         }
     }
 
-    /// The public bucket and object key a path names, if any.
-    pub fn public_object(&self, path: &str) -> Option<(&PublicBucket, String)> {
-        self.public_buckets
+    /// The public bucket and object key a GET or HEAD of `path` reads, if a
+    /// bucket's mount is the most specific match: a route wins when its static
+    /// prefix is at least as long as the mount (`/api/{id}` over a bucket at `/`),
+    /// a bucket when its mount is longer (`/site` over a route `/{*path}`).
+    pub fn public_object(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<(&PublicBucket, String)> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return None;
+        }
+        let (bucket, key) = self
+            .public_buckets
             .iter()
-            .find_map(|b| b.key_for(path).map(|key| (b, key)))
+            .find_map(|b| b.key_for(path).map(|key| (b, key)))?;
+        let route_wins = self.router.at(path).is_ok_and(|m| {
+            m.value.0 >= bucket.mount.len()
+                && m.value
+                    .1
+                    .iter()
+                    .any(|(x, _)| x.as_ref().is_none_or(|x| x == method))
+        });
+        (!route_wins).then_some((bucket, key))
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Match<'_> {
@@ -120,6 +141,7 @@ impl AppRoutes {
         };
         let found = matched
             .value
+            .1
             .iter()
             .find(|(m, _)| m.as_ref().is_none_or(|m| m == method));
         match found {
@@ -134,6 +156,7 @@ impl AppRoutes {
             None => {
                 let allowed: BTreeSet<String> = matched
                     .value
+                    .1
                     .iter()
                     .filter_map(|(m, _)| m.as_ref().map(|m| m.to_string()))
                     .collect();

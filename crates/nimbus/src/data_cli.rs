@@ -69,7 +69,8 @@ pub enum DocsCommand {
     Put {
         collection: String,
         id: String,
-        json: String,
+        #[arg(value_name = "JSON")]
+        document: String,
         /// Write only if the document is at this revision (0: only if absent).
         #[arg(long)]
         if_rev: Option<u64>,
@@ -80,7 +81,8 @@ pub enum DocsCommand {
     Patch {
         collection: String,
         id: String,
-        json: String,
+        #[arg(value_name = "JSON")]
+        patch: String,
         #[arg(long)]
         if_rev: Option<u64>,
     },
@@ -338,11 +340,11 @@ pub async fn docs(client: &Client, command: DocsCommand, json_out: bool) -> CliR
         DocsCommand::Put {
             collection,
             id,
-            json,
+            document,
             if_rev,
         } => {
             let (app, store) = split_store(&collection)?;
-            let body = read_json_arg(json)?;
+            let body = read_json_arg(document)?;
             let req = client
                 .request(
                     Method::PUT,
@@ -375,11 +377,11 @@ pub async fn docs(client: &Client, command: DocsCommand, json_out: bool) -> CliR
         DocsCommand::Patch {
             collection,
             id,
-            json,
+            patch,
             if_rev,
         } => {
             let (app, store) = split_store(&collection)?;
-            let body = read_json_arg(json)?;
+            let body = read_json_arg(patch)?;
             let req = client
                 .request(
                     Method::PATCH,

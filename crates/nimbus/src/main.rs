@@ -147,16 +147,21 @@ struct NodeArgs {
 #[derive(Args, Debug, Clone)]
 struct ClientArgs {
     /// Admin API of the node.
-    #[arg(long, default_value = "http://127.0.0.1:8081", env = "NIMBUS_SERVER")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8081",
+        env = "NIMBUS_SERVER",
+        global = true
+    )]
     server: String,
     /// Admin token (default: read from the data dir).
-    #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// The node's data dir, where the admin token is.
-    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    #[arg(long, env = "NIMBUS_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 }
 

@@ -65,12 +65,13 @@ pub struct AppDir {
 }
 
 impl AppDir {
-    /// Writes `manifest` after replacing `{http}` and `{event}` with fixture paths.
+    /// Writes `manifest` after replacing `{http}`, `{event}` and `{data}` with fixture paths.
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = manifest
             .replace("{http}", &fixture("http_fixture").display().to_string())
-            .replace("{event}", &fixture("event_fixture").display().to_string());
+            .replace("{event}", &fixture("event_fixture").display().to_string())
+            .replace("{data}", &fixture("data_fixture").display().to_string());
         std::fs::write(dir.path().join("nimbus.toml"), text).unwrap();
         Self { dir }
     }
@@ -220,6 +221,14 @@ impl TestNode {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
+    }
+
+    /// A request to the admin API, with the node's token.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let token = std::fs::read_to_string(self.data_dir.join("admin-token")).unwrap();
+        http()
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(token.trim())
     }
 
     pub fn signal(&self, signal: &str) {

@@ -1,0 +1,338 @@
+//! An HTTP function that drives every data call of the SDK from query
+//! parameters, so end-to-end tests can check each one through a real guest:
+//! `/kv/OP`, `/docs/OP`, `/blobs/OP` with `store=`/`coll=`/`bucket=`, `key=`, ...
+//! and the value or document as the request body. Data errors come back as
+//! statuses (403 not granted, 404, 409 conflict, 400 invalid, 413) with the
+//! node's message as the body.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use nimbus_sdk::{Error, blobs, docs, kv};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+wasi::http::proxy::export!(Fixture);
+
+struct Fixture;
+
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(full: &str) -> Self {
+        let q = full.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        Self(
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), decode(v)))
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn req(&self, key: &str) -> &str {
+        self.get(key).unwrap_or_default()
+    }
+
+    fn num(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(|v| v.parse().ok())
+    }
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+fn ok(body: impl Into<Vec<u8>>) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/plain".into(),
+        body: body.into(),
+    }
+}
+
+fn status(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain".into(),
+        body: body.into(),
+    }
+}
+
+fn fail(err: Error) -> Reply {
+    let code = match &err {
+        Error::NotGranted(_) => 403,
+        Error::NoSuchStore(_) | Error::NotFound(_) => 404,
+        Error::Conflict(_) => 409,
+        Error::Invalid(_) => 400,
+        Error::TooLarge(_) => 413,
+        Error::Storage(_) => 500,
+    };
+    status(code, err.to_string())
+}
+
+fn read_body(request: IncomingRequest) -> Vec<u8> {
+    let incoming = request.consume().unwrap();
+    let input = incoming.stream().unwrap();
+    let mut body = Vec::new();
+    while let Ok(chunk) = input.blocking_read(64 * 1024) {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+fn respond(out: ResponseOutparam, reply: Reply) {
+    let headers = Fields::from_list(&[
+        ("content-type".to_string(), reply.content_type.into_bytes()),
+        (
+            "content-length".to_string(),
+            reply.body.len().to_string().into_bytes(),
+        ),
+    ])
+    .unwrap();
+    let resp = OutgoingResponse::new(headers);
+    resp.set_status_code(reply.status).unwrap();
+    let body_handle = resp.body().unwrap();
+    ResponseOutparam::set(out, Ok(resp));
+    let mut stream = body_handle.write().unwrap();
+    for chunk in reply.body.chunks(4096) {
+        stream.write_all(chunk).unwrap();
+    }
+    stream.flush().unwrap();
+    drop(stream);
+    OutgoingBody::finish(body_handle, None).unwrap();
+}
+
+impl wasi::exports::http::incoming_handler::Guest for Fixture {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let full = request.path_with_query().unwrap_or_default();
+        let path = full.split('?').next().unwrap_or_default();
+        // The same component serves as several functions; some are mounted under `/other`.
+        let path = path.strip_prefix("/other").unwrap_or(path).to_string();
+        let p = Params::parse(&full);
+        let body = read_body(request);
+        let result = match path.as_str() {
+            p_ if p_.starts_with("/kv/") => kv_op(&path[4..], &p, body),
+            p_ if p_.starts_with("/docs/") => docs_op(&path[6..], &p, body),
+            p_ if p_.starts_with("/blobs/") => blobs_op(&path[7..], &p, body),
+            _ => Ok(status(404, "unknown fixture path")),
+        };
+        respond(out, result.unwrap_or_else(fail));
+    }
+}
+
+fn kv_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
+    let store = kv::Store::open(p.req("store"))?;
+    let key = p.req("key");
+    Ok(match op {
+        "get" => match store.get(key)? {
+            Some(v) => ok(v),
+            None => status(404, "absent"),
+        },
+        "entry" => match store.get_entry(key)? {
+            Some(e) => ok(format!(
+                "version={} expires={} value={}",
+                e.version,
+                e.expires_at.is_some(),
+                String::from_utf8_lossy(&e.value)
+            )),
+            None => status(404, "absent"),
+        },
+        "set" => {
+            if let Some(ms) = p.num("ttl_ms") {
+                let v = store.set_with_ttl(key, &body, Duration::from_millis(ms))?;
+                ok(format!("version={v}"))
+            } else if let Some(version) = p.num("if_version") {
+                let v = store.set_if_version(key, &body, version)?;
+                ok(format!("version={v}"))
+            } else if p.get("wasi").is_some() {
+                store
+                    .wasi_bucket()
+                    .set(key, &body)
+                    .map_err(|e| Error::Storage(format!("{e:?}")))?;
+                ok("ok")
+            } else {
+                store.set(key, &body)?;
+                ok("ok")
+            }
+        }
+        "del" => {
+            store.delete(key)?;
+            ok("ok")
+        }
+        "exists" => ok(store.exists(key)?.to_string()),
+        "wasi-incr" => ok(store
+            .increment_unsigned(key, p.num("by").unwrap_or(1))?
+            .to_string()),
+        "incr" => {
+            let by: i64 = p.get("by").and_then(|v| v.parse().ok()).unwrap_or(1);
+            ok(store.increment(key, by)?.to_string())
+        }
+        "list" => ok(store.keys(p.req("prefix"))?.join("\n")),
+        "page" => {
+            let limit = p.num("limit").unwrap_or(10) as u32;
+            let page = store.list(p.req("prefix"), p.get("cursor"), limit)?;
+            ok(format!(
+                "{}\ncursor={}",
+                page.keys.join(","),
+                page.cursor.unwrap_or_default()
+            ))
+        }
+        "batch" => {
+            // Body: `k=v` lines; sets them in one write, then reads them back.
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let entries: Vec<(String, Vec<u8>)> = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            store.set_many(&entries)?;
+            let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+            let got = store.get_many(&keys)?;
+            let found = got.iter().filter(|e| e.is_some()).count();
+            ok(format!("found={found}"))
+        }
+        "batch-del" => {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let keys: Vec<String> = text.lines().map(str::to_string).collect();
+            store.delete_many(&keys)?;
+            ok("ok")
+        }
+        _ => status(404, "unknown kv op"),
+    })
+}
+
+fn docs_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
+    let coll = docs::Collection::new(p.req("coll"));
+    let id = p.req("id");
+    let json = || -> Result<serde_json::Value, Error> {
+        serde_json::from_slice(&body).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    Ok(match op {
+        "put" => {
+            let doc = match p.num("if_rev") {
+                Some(rev) => coll.put_if_rev(id, &json()?, rev)?,
+                None => coll.put(id, &json()?)?,
+            };
+            ok(format!("rev={}", doc.rev))
+        }
+        "get" => match coll.get(id)? {
+            Some(doc) => Reply {
+                status: 200,
+                content_type: "application/json".into(),
+                body: serde_json::json!({"id": doc.id, "rev": doc.rev, "body": doc.body})
+                    .to_string()
+                    .into_bytes(),
+            },
+            None => status(404, "absent"),
+        },
+        "patch" => ok(format!("rev={}", coll.patch(id, &json()?)?.rev)),
+        "del" => ok(coll.delete(id)?.to_string()),
+        "query" => {
+            let spec = json()?;
+            let mut q = coll.query();
+            if let Some(f) = spec.get("filter") {
+                q = q.filter(f.clone());
+            }
+            for o in spec["order_by"].as_array().into_iter().flatten() {
+                q = q.order_by(o.as_str().unwrap_or_default());
+            }
+            if let Some(l) = spec["limit"].as_u64() {
+                q = q.limit(l as u32);
+            }
+            if let Some(c) = spec["cursor"].as_str() {
+                q = q.cursor(c);
+            }
+            let page = q.run()?;
+            let ids: Vec<String> = page.documents.into_iter().map(|d| d.id).collect();
+            ok(format!(
+                "{}\ncursor={}",
+                ids.join(","),
+                page.cursor.unwrap_or_default()
+            ))
+        }
+        _ => status(404, "unknown docs op"),
+    })
+}
+
+fn blobs_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
+    let bucket = blobs::Bucket::new(p.req("bucket"));
+    let key = p.req("key");
+    Ok(match op {
+        "put" => {
+            let meta = bucket.put_with_metadata(
+                key,
+                &body,
+                p.get("type"),
+                &[("origin".to_string(), "guest".to_string())],
+            )?;
+            ok(format!("etag={} size={}", meta.etag, meta.size))
+        }
+        "get" => match bucket.get(key)? {
+            Some((meta, bytes)) => Reply {
+                status: 200,
+                content_type: meta
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                body: bytes,
+            },
+            None => status(404, "absent"),
+        },
+        "range" => match bucket.get_range(
+            key,
+            p.num("offset").unwrap_or(0),
+            p.num("length").unwrap_or(1),
+        )? {
+            Some(bytes) => ok(bytes),
+            None => status(404, "absent"),
+        },
+        "head" => match bucket.head(key)? {
+            Some(meta) => ok(format!("size={} etag={}", meta.size, meta.etag)),
+            None => status(404, "absent"),
+        },
+        "del" => ok(bucket.delete(key)?.to_string()),
+        "copy" => {
+            let to = blobs::Bucket::new(p.get("to").unwrap_or(p.req("bucket")));
+            let meta = bucket.copy_to(key, &to, p.req("to_key"))?;
+            ok(format!("etag={}", meta.etag))
+        }
+        "list" => {
+            let page = bucket.list(p.req("prefix"), p.get("delimiter"), None, 1000)?;
+            let keys: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
+            ok(format!(
+                "{}\nprefixes={}",
+                keys.join(","),
+                page.common_prefixes.join(",")
+            ))
+        }
+        _ => status(404, "unknown blobs op"),
+    })
+}
