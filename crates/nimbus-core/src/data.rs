@@ -921,47 +921,45 @@ impl UrlSigner {
         Self { key: key.into() }
     }
 
-    fn mac(&self, method: &str, app: &str, bucket: &str, key: &str, expires: u64) -> String {
+    fn mac(&self, o: &SignedObject<'_>) -> String {
         use hmac::Mac as _;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
             .expect("HMAC takes keys of any length");
-        mac.update(format!("{method}\n{app}\n{bucket}\n{key}\n{expires}").as_bytes());
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}",
+            o.method, o.app, o.bucket, o.key, o.expires
+        );
+        mac.update(text.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// The gateway path (with query) that allows `method` on one object until
-    /// `expires` (Unix seconds).
-    pub fn signed_path(
-        &self,
-        method: &str,
-        app: &str,
-        bucket: &str,
-        key: &str,
-        expires: u64,
-    ) -> String {
-        let encoded: Vec<String> = key
+    /// The gateway path (with query) that allows the method on one object until
+    /// it expires.
+    pub fn signed_path(&self, o: &SignedObject<'_>) -> String {
+        let encoded: Vec<String> = o
+            .key
             .split('/')
             .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
             .collect();
         format!(
-            "{SIGNED_PREFIX}{app}/{bucket}/{}?method={method}&expires={expires}&signature={}",
+            "{SIGNED_PREFIX}{}/{}/{}?method={}&expires={}&signature={}",
+            o.app,
+            o.bucket,
             encoded.join("/"),
-            self.mac(method, app, bucket, key, expires)
+            o.method,
+            o.expires,
+            self.mac(o)
         )
     }
 
-    /// Checks a signed URL's parts; `key` is already percent-decoded.
+    /// Checks a signed URL's signature and expiry at `now` (Unix seconds).
     pub fn verify(
         &self,
-        method: &str,
-        app: &str,
-        bucket: &str,
-        key: &str,
-        expires: u64,
+        o: &SignedObject<'_>,
         signature: &str,
         now: u64,
     ) -> Result<(), &'static str> {
-        let expected = self.mac(method, app, bucket, key, expires);
+        let expected = self.mac(o);
         let same = expected.len() == signature.len()
             && expected
                 .bytes()
@@ -971,11 +969,24 @@ impl UrlSigner {
         if !same {
             return Err("the signature does not match this URL");
         }
-        if now >= expires {
+        if now >= o.expires {
             return Err("the signed URL has expired");
         }
         Ok(())
     }
+}
+
+/// What a signed URL allows: one method on one object until `expires`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedObject<'a> {
+    /// `GET` (also allows `HEAD`) or `PUT`.
+    pub method: &'a str,
+    pub app: &'a str,
+    pub bucket: &'a str,
+    /// The object key, not percent-encoded.
+    pub key: &'a str,
+    /// Unix seconds.
+    pub expires: u64,
 }
 
 #[cfg(test)]
@@ -1031,7 +1042,14 @@ mod tests {
     #[test]
     fn signed_urls() {
         let signer = UrlSigner::new(b"secret");
-        let path = signer.signed_path("GET", "shop", "images", "a b/c.png", 100);
+        let o = SignedObject {
+            method: "GET",
+            app: "shop",
+            bucket: "images",
+            key: "a b/c.png",
+            expires: 100,
+        };
+        let path = signer.signed_path(&o);
         assert!(
             path.starts_with(
                 "/_nimbus/buckets/shop/images/a%20b/c.png?method=GET&expires=100&signature="
@@ -1039,29 +1057,13 @@ mod tests {
             "{path}"
         );
         let sig = path.rsplit_once("signature=").unwrap().1;
-        signer
-            .verify("GET", "shop", "images", "a b/c.png", 100, sig, 50)
-            .unwrap();
-        assert!(
-            signer
-                .verify("GET", "shop", "images", "a b/c.png", 100, sig, 101)
-                .is_err()
-        );
-        assert!(
-            signer
-                .verify("PUT", "shop", "images", "a b/c.png", 100, sig, 50)
-                .is_err()
-        );
-        assert!(
-            signer
-                .verify("GET", "shop", "images", "other", 100, sig, 50)
-                .is_err()
-        );
-        assert!(
-            UrlSigner::new(b"other")
-                .verify("GET", "shop", "images", "a b/c.png", 100, sig, 50)
-                .is_err()
-        );
+        signer.verify(&o, sig, 99).unwrap();
+        assert!(signer.verify(&o, sig, 100).is_err());
+        let put = SignedObject { method: "PUT", ..o };
+        assert!(signer.verify(&put, sig, 50).is_err());
+        let other = SignedObject { key: "other", ..o };
+        assert!(signer.verify(&other, sig, 50).is_err());
+        assert!(UrlSigner::new(b"other").verify(&o, sig, 50).is_err());
     }
 
     #[test]

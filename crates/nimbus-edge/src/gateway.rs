@@ -10,7 +10,9 @@ use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use nimbus_core::app::App;
-use nimbus_core::data::{BlobStore, DataError, SIGNED_PREFIX, StoreRef, UrlSigner, serve_object};
+use nimbus_core::data::{
+    BlobStore, DataError, SIGNED_PREFIX, SignedObject, StoreRef, UrlSigner, serve_object,
+};
 use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker};
 
 use crate::body::LimitedBody;
@@ -302,15 +304,17 @@ impl Gateway {
                 request.method()
             ));
         }
-        if let Err(why) = objects.signer.verify(
+        let signed = SignedObject {
             method,
             app,
             bucket,
-            &key,
+            key: &key,
             expires,
-            signature,
-            nimbus_core::data::unix_now(),
-        ) {
+        };
+        if let Err(why) = objects
+            .signer
+            .verify(&signed, signature, nimbus_core::data::unix_now())
+        {
             return forbidden(why);
         }
         let store = StoreRef::new(app, bucket);

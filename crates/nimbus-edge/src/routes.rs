@@ -11,11 +11,14 @@ use nimbus_core::ports::Target;
 /// One app's routes.
 pub struct AppRoutes {
     pub name: Arc<str>,
-    /// Per path: the length of its static prefix (before any `{`), and its targets.
-    router: matchit::Router<(usize, Vec<(Option<http::Method>, Target)>)>,
+    router: matchit::Router<PathRoutes>,
     /// Public buckets, longest mount first.
     pub public_buckets: Vec<PublicBucket>,
 }
+
+/// Per path: the length of its static prefix (before any `{`), and its targets
+/// (`None`: any method).
+type PathRoutes = (usize, Vec<(Option<http::Method>, Target)>);
 
 /// A bucket served read-only at a gateway path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use nimbus_core::app::StoreKind;
 use nimbus_core::data::{
     BlobStore, DataError, DocQuery, DocStore, Filter, KvStore, ListObjects, OrderBy, PutOptions,
-    SetOptions, StoreCatalog, StoreRef, UrlSigner, limits, put_options, serve_object,
+    SetOptions, SignedObject, StoreCatalog, StoreRef, UrlSigner, limits, put_options, serve_object,
 };
 use nimbus_core::duration;
 use nimbus_core::ports::{Body, BoxError};
@@ -216,7 +216,7 @@ async fn kv_set(
     body: AxumBody,
 ) -> Reply {
     let ttl = match &q.ttl {
-        Some(text) => Some(parse_duration("ttl", text)?),
+        Some(text) => Some(parse_duration("ttl", text).map_err(fail)?),
         None => None,
     };
     let value = read_limited(body, limits::MAX_VALUE_BYTES, "the value").await?;
@@ -232,11 +232,13 @@ async fn kv_set(
     Ok(Json(Written { key, version }).into_response())
 }
 
-fn parse_duration(what: &str, text: &str) -> Result<Duration, Response> {
+fn parse_duration(what: &str, text: &str) -> Result<Duration, DataError> {
     match duration::parse(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(invalid(format!("`{what}` must be greater than zero"))),
-        Err(msg) => Err(invalid(format!("`{what}`: {msg}"))),
+        Ok(_) => Err(DataError::Invalid(format!(
+            "`{what}` must be greater than zero"
+        ))),
+        Err(msg) => Err(DataError::Invalid(format!("`{what}`: {msg}"))),
     }
 }
 
@@ -283,14 +285,14 @@ struct JsonValue {
 }
 
 impl JsonValue {
-    fn bytes(self) -> Result<(String, Bytes), Response> {
+    fn bytes(self) -> Result<(String, Bytes), DataError> {
         match (self.value, self.value_base64) {
             (Some(text), None) => Ok((self.key, Bytes::from(text))),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map(|v| (self.key.clone(), Bytes::from(v)))
-                .map_err(|e| invalid(format!("`value_base64` of `{}`: {e}", self.key))),
-            _ => Err(invalid(format!(
+                .map_err(|e| DataError::Invalid(format!("`value_base64` of `{}`: {e}", self.key))),
+            _ => Err(DataError::Invalid(format!(
                 "entry `{}` needs exactly one of `value` and `value_base64`",
                 self.key
             ))),
@@ -345,7 +347,8 @@ async fn kv_batch_set(api: Api, Path((app, store)): StorePath, body: AxumBody) -
         .entries
         .into_iter()
         .map(JsonValue::bytes)
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
     let n = entries.len();
     api.kv
         .set_many(StoreRef::new(&app, &store), entries)
@@ -710,16 +713,20 @@ async fn blob_sign(api: Api, Path((app, store)): StorePath, body: AxumBody) -> R
         )));
     }
     let ttl = match &req.expires_in {
-        Some(text) => parse_duration("expires_in", text)?,
+        Some(text) => parse_duration("expires_in", text).map_err(fail)?,
         None => Duration::from_secs(3600),
     };
     if ttl > Duration::from_secs(7 * 24 * 3600) {
         return Err(invalid("`expires_in` is at most 7 days"));
     }
     let expires = nimbus_core::data::unix_now() + ttl.as_secs();
-    let path = api
-        .signer
-        .signed_path(&method, &app, &store, &req.key, expires);
+    let path = api.signer.signed_path(&SignedObject {
+        method: &method,
+        app: &app,
+        bucket: &store,
+        key: &req.key,
+        expires,
+    });
     let url = format!("{}{path}", api.gateway_url.trim_end_matches('/'));
     Ok(Json(json!({"url": url, "method": method, "expires": expires})).into_response())
 }
