@@ -7,4 +7,5 @@ mod gateway;
 mod hello_example;
 mod limits;
 mod manifest_errors;
+mod shop_example;
 mod support;
