@@ -22,6 +22,9 @@ pub struct Entry {
     pub expires_at: Option<u64>,
 }
 
+/// A key with its value.
+pub type KeyValue = (String, Vec<u8>);
+
 /// One page of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPage {
@@ -130,7 +133,8 @@ impl Store {
         Ok(atomics::increment(&self.bucket, key, delta)?)
     }
 
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<(String, Vec<u8>)>>> {
+    /// The values of `keys`, in order (`None` for absent keys).
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>> {
         Ok(batch::get_many(&self.bucket, keys)?)
     }
 
