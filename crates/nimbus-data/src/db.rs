@@ -1,11 +1,26 @@
 //! The embedded SQLite database: one file in the data dir, WAL journal, full sync
-//! (an acknowledged write survives `kill -9` and power loss), and per-owner
-//! migrations.
+//! (an acknowledged write survives `kill -9` and power loss), per-owner
+//! migrations, and group commit: concurrent [`Database::write`]s share one
+//! transaction and one fsync.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
+
+/// Runs after a write's transaction committed, before its caller hears of it
+/// (e.g. to update an in-memory view in commit order).
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What a queued write does once its group's commit is known (`None`: committed).
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+#[derive(Default)]
+struct Group {
+    queue: Vec<Job>,
+    committing: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -26,10 +41,17 @@ pub enum DbError {
     Task(String),
 }
 
+impl From<DbError> for nimbus_core::data::DataError {
+    fn from(e: DbError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
 /// A handle on the node's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
     conn: Arc<Mutex<Connection>>,
+    group: Arc<Mutex<Group>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -59,6 +81,7 @@ impl Database {
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            group: Arc::new(Mutex::new(Group::default())),
         })
     }
 
@@ -108,6 +131,104 @@ impl Database {
         .await
     }
 
+    /// Runs the write `f` in a transaction shared with the writes queued at the
+    /// same time, and returns once that transaction is durable. `f` runs inside a
+    /// savepoint: if it fails, its own changes roll back and the others commit.
+    /// Its [`AfterCommit`] runs after the commit, in commit order.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Option<AfterCommit>), E> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn: &Connection| -> Finish {
+            let outcome = match conn.execute_batch("SAVEPOINT write") {
+                Err(e) => Err(E::from(DbError::Sqlite(e))),
+                Ok(()) => match f(conn) {
+                    Ok(done) => match conn.execute_batch("RELEASE write") {
+                        Ok(()) => Ok(done),
+                        Err(e) => Err(E::from(DbError::Sqlite(e))),
+                    },
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
+                        Err(e)
+                    }
+                },
+            };
+            Box::new(move |commit_error: Option<String>| {
+                let result = match (outcome, commit_error) {
+                    (Ok((value, after)), None) => {
+                        if let Some(after) = after {
+                            after();
+                        }
+                        Ok(value)
+                    }
+                    (Ok(_), Some(err)) => {
+                        Err(E::from(DbError::Task(format!("commit failed: {err}"))))
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(result);
+            })
+        });
+        let start = {
+            let mut group = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            group.queue.push(job);
+            !std::mem::replace(&mut group.committing, true)
+        };
+        if start {
+            let db = self.clone();
+            tokio::task::spawn_blocking(move || db.commit_groups());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(E::from(DbError::Task("the writer stopped".into()))))
+    }
+
+    /// Commits queued writes, a group at a time, until the queue is empty. Writes
+    /// that arrive while a group is being fsynced form the next group.
+    fn commit_groups(&self) {
+        loop {
+            let jobs = {
+                let mut group = self.group.lock().unwrap_or_else(|e| e.into_inner());
+                if group.queue.is_empty() {
+                    group.committing = false;
+                    return;
+                }
+                std::mem::take(&mut group.queue)
+            };
+            let conn = self.lock();
+            let (finishes, error) = match conn.execute_batch("BEGIN IMMEDIATE") {
+                Err(e) => (Vec::new(), Some((jobs, e.to_string()))),
+                Ok(()) => {
+                    let finishes: Vec<Finish> = jobs.into_iter().map(|job| job(&conn)).collect();
+                    match conn.execute_batch("COMMIT") {
+                        Ok(()) => (finishes, None),
+                        Err(e) => {
+                            let _ = conn.execute_batch("ROLLBACK");
+                            let message = e.to_string();
+                            for finish in finishes {
+                                finish(Some(message.clone()));
+                            }
+                            (Vec::new(), None)
+                        }
+                    }
+                }
+            };
+            drop(conn);
+            for finish in finishes {
+                finish(None);
+            }
+            if let Some((jobs, message)) = error {
+                // Could not even begin: fail each write without running it.
+                for job in jobs {
+                    drop(job);
+                }
+                tracing::error!("cannot begin a write transaction: {message}");
+            }
+        }
+    }
+
     /// Runs `f` with the connection on the current thread.
     pub fn call_blocking<T>(
         &self,
@@ -152,6 +273,47 @@ mod tests {
             .call_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_writes_commit_together_and_a_failure_stays_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        db.migrate("test", &["CREATE TABLE t (x INTEGER)"]).unwrap();
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (db, applied) = (db.clone(), applied.clone());
+            tasks.push(tokio::spawn(async move {
+                db.write(move |conn| -> Result<(i64, Option<AfterCommit>), DbError> {
+                    conn.execute("INSERT INTO t VALUES (?1)", [i])?;
+                    if i == 7 {
+                        return Err(DbError::Task("write 7 fails".into()));
+                    }
+                    let after: AfterCommit = Box::new(move || applied.lock().unwrap().push(i));
+                    Ok((i, Some(after)))
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for task in tasks {
+            if task.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1);
+        assert_eq!(applied.lock().unwrap().len(), 49);
+        let (n, seven): (i64, i64) = db
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE x = 7) FROM t",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!((n, seven), (49, 0));
     }
 
     #[test]

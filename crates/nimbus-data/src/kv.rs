@@ -1,8 +1,9 @@
 //! The embedded key-value backend: every store's entries live in SQLite
 //! (`kv_entries`) and, for reads, in an in-memory ordered map per store, loaded at
-//! open. Reads never touch SQLite; a write commits the row and its change event in
-//! one transaction, then updates the map, all under the database lock, so
-//! compare-and-swap and increment see every committed write.
+//! open. Reads never touch SQLite. A write checks its preconditions against the
+//! rows (which include the not yet committed writes of its group), writes the row
+//! and its change event through [`Database::write`] (group commit), and updates
+//! the map once the group is durable, in commit order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -14,10 +15,11 @@ use nimbus_core::app::StoreKind;
 use nimbus_core::data::{
     DataError, DataResult, KeyPage, KvEntry, KvStore, SetOptions, StoreRef, limits, validate_kv_key,
 };
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::json;
 
 use crate::catalog::{Catalog, StoreInfo, append_change, now_ms};
+use crate::db::AfterCommit;
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE kv_entries (
         store_id INTEGER NOT NULL,
@@ -124,41 +126,34 @@ impl Kv {
             .clone()
     }
 
-    /// Runs a write with the database lock held: `f` checks the current entries and
-    /// writes rows and events in one transaction; `apply` then updates the map.
+    /// Runs a write in the database's group commit: `f` checks the rows and
+    /// writes rows and events; its map edits apply once the group is durable.
     async fn write<T: Send + 'static>(
         &self,
         store: StoreRef<'_>,
-        f: impl FnOnce(&Connection, &StoreInfo, &Shard, u64) -> DataResult<(T, Vec<MapEdit>)>
-        + Send
-        + 'static,
+        f: impl FnOnce(&Connection, &StoreInfo, u64) -> DataResult<(T, Vec<MapEdit>)> + Send + 'static,
     ) -> DataResult<T> {
         let (info, shard) = self.store(store)?;
         self.catalog
             .db()
-            .call(move |conn| {
-                let now = now_ms();
-                let tx = conn.transaction()?;
-                let (out, edits) = match f(&tx, &info, &shard, now) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(Err(e)),
-                };
-                tx.commit()?;
-                let mut map = shard.write();
-                for edit in edits {
-                    match edit {
-                        MapEdit::Put(key, entry) => {
-                            map.insert(key, entry);
-                        }
-                        MapEdit::Remove(key) => {
-                            map.remove(&key);
+            .write(move |conn| {
+                let (out, edits) = f(conn, &info, now_ms())?;
+                let apply: AfterCommit = Box::new(move || {
+                    let mut map = shard.write();
+                    for edit in edits {
+                        match edit {
+                            MapEdit::Put(key, entry) => {
+                                map.insert(key, entry);
+                            }
+                            MapEdit::Remove(key) => {
+                                map.remove(&key);
+                            }
                         }
                     }
-                }
-                Ok(Ok(out))
+                });
+                Ok((out, Some(apply)))
             })
             .await
-            .map_err(DataError::storage)?
     }
 
     /// Deletes expired entries (with a `nimbus.kv.expired` event each); returns
@@ -189,11 +184,11 @@ impl Kv {
             };
             let store = StoreRef::new(&info.app, &info.name);
             total += self
-                .write(store, move |conn, info, shard, now| {
+                .write(store, move |conn, info, now| {
                     let mut edits = Vec::new();
                     for key in keys {
-                        // Re-check under the lock: the key may have been rewritten.
-                        let Some(entry) = shard.read().get(&key).cloned() else {
+                        // Re-check the row: the key may have been rewritten since.
+                        let Some(entry) = current(conn, info, &key, 0)? else {
                             continue;
                         };
                         if !expired(&entry, now) {
@@ -271,6 +266,29 @@ fn check_value(value: &[u8]) -> DataResult<()> {
     Ok(())
 }
 
+/// The entry at `key` as the transaction sees it (including earlier writes of
+/// its group); entries expired at `now` count as absent (`now` = 0: never).
+fn current(
+    conn: &Connection,
+    store: &StoreInfo,
+    key: &str,
+    now: u64,
+) -> DataResult<Option<KvEntry>> {
+    let mut stmt = sql(conn.prepare_cached(
+        "SELECT value, version, expires_at FROM kv_entries WHERE store_id = ?1 AND key = ?2",
+    ))?;
+    let row = sql(stmt
+        .query_row((store.id, key), |row| {
+            Ok(KvEntry {
+                value: Bytes::from(row.get::<_, Vec<u8>>(0)?),
+                version: row.get::<_, i64>(1)? as u64,
+                expires_at: row.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+            })
+        })
+        .optional())?;
+    Ok(row.filter(|e| now == 0 || !expired(e, now)))
+}
+
 fn delete_row(conn: &Connection, store: &StoreInfo, key: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM kv_entries WHERE store_id = ?1 AND key = ?2")?
         .execute((store.id, key))?;
@@ -281,13 +299,12 @@ fn delete_row(conn: &Connection, store: &StoreInfo, key: &str) -> rusqlite::Resu
 fn put_row(
     conn: &Connection,
     store: &StoreInfo,
-    shard: &Shard,
     now: u64,
     key: &str,
     value: Bytes,
     options: SetOptions,
 ) -> DataResult<(u64, MapEdit)> {
-    let current = shard.live(key, now).map_or(0, |e| e.version);
+    let current = current(conn, store, key, now)?.map_or(0, |e| e.version);
     if let Some(expected) = options.if_version
         && expected != current
     {
@@ -395,8 +412,8 @@ impl KvStore for Kv {
         validate_kv_key(key)?;
         check_value(&value)?;
         let key = key.to_string();
-        self.write(store, move |conn, info, shard, now| {
-            let (version, edit) = put_row(conn, info, shard, now, &key, value, options)?;
+        self.write(store, move |conn, info, now| {
+            let (version, edit) = put_row(conn, info, now, &key, value, options)?;
             Ok((version, vec![edit]))
         })
         .await
@@ -413,27 +430,11 @@ impl KvStore for Kv {
             validate_kv_key(key)?;
             check_value(value)?;
         }
-        self.write(store, move |conn, info, shard, now| {
+        self.write(store, move |conn, info, now| {
             let mut edits = Vec::new();
-            let mut written: HashMap<String, u64> = HashMap::new();
             for (key, value) in entries {
-                // A key set twice in one batch: the later value wins, one version each.
-                let (version, edit) = match written.get(&key) {
-                    Some(&v) => {
-                        let shadow = Shard::default();
-                        shadow.write().insert(
-                            key.clone(),
-                            KvEntry {
-                                value: Bytes::new(),
-                                version: v,
-                                expires_at: None,
-                            },
-                        );
-                        put_row(conn, info, &shadow, now, &key, value, SetOptions::default())?
-                    }
-                    None => put_row(conn, info, shard, now, &key, value, SetOptions::default())?,
-                };
-                written.insert(key, version);
+                // A key set twice in one batch: each write sees the one before.
+                let (_, edit) = put_row(conn, info, now, &key, value, SetOptions::default())?;
                 edits.push(edit);
             }
             Ok(((), edits))
@@ -451,15 +452,11 @@ impl KvStore for Kv {
         for key in &keys {
             validate_kv_key(key)?;
         }
-        self.write(store, move |conn, info, shard, now| {
+        self.write(store, move |conn, info, now| {
             let mut edits = Vec::new();
             let mut deleted = 0;
-            let mut seen = std::collections::HashSet::new();
             for key in keys {
-                if !seen.insert(key.clone()) {
-                    continue;
-                }
-                let Some(entry) = shard.live(&key, now) else {
+                let Some(entry) = current(conn, info, &key, now)? else {
                     continue;
                 };
                 sql(delete_row(conn, info, &key))?;
@@ -481,8 +478,9 @@ impl KvStore for Kv {
     async fn increment(&self, store: StoreRef<'_>, key: &str, delta: i64) -> DataResult<i64> {
         validate_kv_key(key)?;
         let key = key.to_string();
-        self.write(store, move |conn, info, shard, now| {
-            let current = match shard.live(&key, now) {
+        self.write(store, move |conn, info, now| {
+            let existing = current(conn, info, &key, now)?;
+            let number = match &existing {
                 None => 0,
                 Some(e) => std::str::from_utf8(&e.value)
                     .ok()
@@ -493,12 +491,11 @@ impl KvStore for Kv {
                         ))
                     })?,
             };
-            let next = current.checked_add(delta).ok_or_else(|| {
+            let next = number.checked_add(delta).ok_or_else(|| {
                 DataError::Invalid(format!("incrementing `{key}` by {delta} overflows"))
             })?;
             // Keep the TTL of an existing entry, as Redis INCRBY does.
-            let ttl = shard
-                .live(&key, now)
+            let ttl = existing
                 .and_then(|e| e.expires_at)
                 .map(|t| std::time::Duration::from_millis(t.saturating_sub(now)));
             let options = SetOptions {
@@ -508,7 +505,6 @@ impl KvStore for Kv {
             let (_, edit) = put_row(
                 conn,
                 info,
-                shard,
                 now,
                 &key,
                 Bytes::from(next.to_string()),

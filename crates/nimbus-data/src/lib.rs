@@ -15,6 +15,6 @@ mod service;
 
 pub use blobs::Blobs;
 pub use catalog::{Catalog, StoreInfo};
-pub use db::{Database, DbError};
+pub use db::{AfterCommit, Database, DbError};
 pub use files::{FileStore, sha256_hex, write_atomic};
 pub use service::{DataPortSet, DataService, ports};
