@@ -27,7 +27,7 @@ use nimbus_core::data::{
     PartInfo, PutOptions, StoreRef, limits, validate_object_key,
 };
 use nimbus_core::ports::Body;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::json;
 
 use crate::catalog::{append_change, now_ms, store_exists};
@@ -205,13 +205,10 @@ impl Blobs {
         file: String,
     ) -> DataResult<ObjectMeta> {
         let (info, m, f) = (store.clone(), meta.clone(), file.clone());
+        // Group commit: concurrent puts share one transaction and one fsync.
         let result = self
-            .with_db(move |conn| {
-                let tx = conn.transaction().or_storage()?;
-                let old = commit_object(&tx, &info, &m, &f)?;
-                tx.commit().or_storage()?;
-                Ok(old)
-            })
+            .db
+            .write(move |conn| commit_object(conn, &info, &m, &f).map(|old| (old, None)))
             .await;
         match result {
             Ok(old) => {
@@ -434,7 +431,7 @@ impl BlobStore for Blobs {
 /// Upserts the object row and appends its change event, inside `tx`; returns
 /// the file of the object it replaced.
 fn commit_object(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     store: &StoreInfo,
     meta: &ObjectMeta,
     file: &str,

@@ -84,6 +84,18 @@ impl Docs {
             .map_err(DataError::storage)?
     }
 
+    /// Runs the write `f` in the database's group commit (its own savepoint of a
+    /// shared transaction); returns once it is durable.
+    async fn run_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> DataResult<T> + Send + 'static,
+    ) -> DataResult<T> {
+        self.catalog
+            .db()
+            .write(move |conn| f(conn).map(|t| (t, None)))
+            .await
+    }
+
     /// Makes the store's SQLite indexes match the declared field paths (create
     /// missing, drop undeclared).
     pub async fn apply_indexes(&self, store: &StoreInfo, indexes: &[String]) -> DataResult<()> {
@@ -327,13 +339,11 @@ impl DocStore for Docs {
         validate_doc_id(id)?;
         let text = body_text(&body)?;
         let id = id.to_string();
-        self.run(move |conn| {
-            let tx = conn.transaction().map_err(storage)?;
+        self.run_write(move |tx| {
             let old = current(&tx, info.id, &id)?.map(|(rev, _)| rev);
             check_rev(&id, old, if_rev)?;
             let ty = if old.is_some() { UPDATED } else { CREATED };
             let doc = write(&tx, &info, id, old.unwrap_or(0) + 1, &text, body, ty)?;
-            tx.commit().map_err(storage)?;
             Ok(doc)
         })
         .await
@@ -356,8 +366,7 @@ impl DocStore for Docs {
             )));
         }
         let id = id.to_string();
-        self.run(move |conn| {
-            let tx = conn.transaction().map_err(storage)?;
+        self.run_write(move |tx| {
             let Some((rev, text)) = current(&tx, info.id, &id)? else {
                 return Err(DataError::NotFound(format!(
                     "document `{id}` does not exist"
@@ -368,7 +377,6 @@ impl DocStore for Docs {
             patch::merge_patch(&mut body, patch);
             let text = body_text(&body)?;
             let doc = write(&tx, &info, id, rev + 1, &text, body, UPDATED)?;
-            tx.commit().map_err(storage)?;
             Ok(doc)
         })
         .await
@@ -378,8 +386,7 @@ impl DocStore for Docs {
         let info = self.store(store)?;
         validate_doc_id(id)?;
         let id = id.to_string();
-        self.run(move |conn| {
-            let tx = conn.transaction().map_err(storage)?;
+        self.run_write(move |tx| {
             let old = current(&tx, info.id, &id)?.map(|(rev, _)| rev);
             check_rev(&id, old, if_rev)?;
             let Some(rev) = old else {
@@ -390,7 +397,6 @@ impl DocStore for Docs {
                 .map_err(storage)?;
             append_change(&tx, &info, DELETED, &id, &json!({"id": id, "rev": rev}))
                 .map_err(storage)?;
-            tx.commit().map_err(storage)?;
             Ok(true)
         })
         .await
