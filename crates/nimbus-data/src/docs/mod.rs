@@ -340,10 +340,10 @@ impl DocStore for Docs {
         let text = body_text(&body)?;
         let id = id.to_string();
         self.run_write(move |tx| {
-            let old = current(&tx, info.id, &id)?.map(|(rev, _)| rev);
+            let old = current(tx, info.id, &id)?.map(|(rev, _)| rev);
             check_rev(&id, old, if_rev)?;
             let ty = if old.is_some() { UPDATED } else { CREATED };
-            let doc = write(&tx, &info, id, old.unwrap_or(0) + 1, &text, body, ty)?;
+            let doc = write(tx, &info, id, old.unwrap_or(0) + 1, &text, body, ty)?;
             Ok(doc)
         })
         .await
@@ -367,7 +367,7 @@ impl DocStore for Docs {
         }
         let id = id.to_string();
         self.run_write(move |tx| {
-            let Some((rev, text)) = current(&tx, info.id, &id)? else {
+            let Some((rev, text)) = current(tx, info.id, &id)? else {
                 return Err(DataError::NotFound(format!(
                     "document `{id}` does not exist"
                 )));
@@ -376,7 +376,7 @@ impl DocStore for Docs {
             let mut body = parse_body(&id, &text)?;
             patch::merge_patch(&mut body, patch);
             let text = body_text(&body)?;
-            let doc = write(&tx, &info, id, rev + 1, &text, body, UPDATED)?;
+            let doc = write(tx, &info, id, rev + 1, &text, body, UPDATED)?;
             Ok(doc)
         })
         .await
@@ -387,7 +387,7 @@ impl DocStore for Docs {
         validate_doc_id(id)?;
         let id = id.to_string();
         self.run_write(move |tx| {
-            let old = current(&tx, info.id, &id)?.map(|(rev, _)| rev);
+            let old = current(tx, info.id, &id)?.map(|(rev, _)| rev);
             check_rev(&id, old, if_rev)?;
             let Some(rev) = old else {
                 return Ok(false);
@@ -395,7 +395,7 @@ impl DocStore for Docs {
             tx.prepare_cached("DELETE FROM data_docs WHERE store_id = ?1 AND id = ?2")
                 .and_then(|mut stmt| stmt.execute((info.id, &id)))
                 .map_err(storage)?;
-            append_change(&tx, &info, DELETED, &id, &json!({"id": id, "rev": rev}))
+            append_change(tx, &info, DELETED, &id, &json!({"id": id, "rev": rev}))
                 .map_err(storage)?;
             Ok(true)
         })
