@@ -11,6 +11,7 @@ mod db;
 pub mod docs;
 mod files;
 pub mod kv;
+mod prefix;
 mod service;
 
 pub use blobs::Blobs;

@@ -390,15 +390,8 @@ pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
 
 /// A JSON error response: `{"code": "...", "message": "..."}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "code": code, "message": message }).to_string();
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_response(
+        status,
+        &serde_json::json!({ "code": code, "message": message }),
+    )
 }

@@ -254,13 +254,7 @@ pub async fn kv(client: &Client, command: KvCommand, json_out: bool) -> CliResul
                 &format!("/v1/apps/{app}/kv/{store}/keys/{}", escape(&key)),
             );
             let result: Value = client.send_json(req).await?;
-            if json_out {
-                print_json(&result);
-            } else if result["deleted"] == true {
-                println!("deleted `{key}`");
-            } else {
-                println!("`{key}` did not exist");
-            }
+            print_deleted(&result, &key, json_out);
         }
         KvCommand::Ls {
             store,
@@ -311,6 +305,17 @@ pub async fn kv(client: &Client, command: KvCommand, json_out: bool) -> CliResul
         }
     }
     Ok(())
+}
+
+/// Prints a `{"deleted": bool}` answer about `item`.
+fn print_deleted(result: &Value, item: &str, json_out: bool) {
+    if json_out {
+        print_json(result);
+    } else if result["deleted"] == true {
+        println!("deleted `{item}`");
+    } else {
+        println!("`{item}` did not exist");
+    }
 }
 
 fn read_json_arg(text: String) -> anyhow::Result<Value> {
@@ -411,13 +416,7 @@ pub async fn docs(client: &Client, command: DocsCommand, json_out: bool) -> CliR
                 )
                 .query(&rev_query(if_rev));
             let result: Value = client.send_json(req).await?;
-            if json_out {
-                print_json(&result);
-            } else if result["deleted"] == true {
-                println!("deleted `{id}`");
-            } else {
-                println!("`{id}` did not exist");
-            }
+            print_deleted(&result, &id, json_out);
         }
         DocsCommand::Query {
             collection,
@@ -670,13 +669,7 @@ pub async fn blob(client: &Client, command: BlobCommand, json_out: bool) -> CliR
                 &format!("/v1/apps/{app}/buckets/{store}/objects/{}", escape(&key)),
             );
             let result: Value = client.send_json(req).await?;
-            if json_out {
-                print_json(&result);
-            } else if result["deleted"] == true {
-                println!("deleted `{key}`");
-            } else {
-                println!("`{key}` did not exist");
-            }
+            print_deleted(&result, &key, json_out);
         }
         BlobCommand::Url {
             bucket,

@@ -7,6 +7,7 @@
 //! as bytes, and UTF-8 byte order is code point order), and a rolled-up prefix
 //! is skipped with one seek past it rather than by reading its keys.
 
+use crate::prefix::successor;
 use nimbus_core::data::{DataResult, ListObjects, ObjectMeta, ObjectPage, limits};
 use rusqlite::Connection;
 
@@ -113,39 +114,4 @@ fn scan(
         .collect::<Result<Vec<_>, _>>()
         .or_storage()?;
     Ok(rows)
-}
-
-/// The least string greater than every string that starts with `prefix`, or
-/// `None` when there is none (empty prefix, or only `char::MAX`).
-fn successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 + 1 {
-            0xD800 => Some('\u{E000}'), // skip the surrogates, which are not chars
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::successor;
-
-    #[test]
-    fn successors_bound_the_prefix() {
-        assert_eq!(successor(""), None);
-        assert_eq!(successor("a/").as_deref(), Some("a0"));
-        assert_eq!(successor("ab").as_deref(), Some("ac"));
-        assert_eq!(successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(successor("\u{10FFFF}"), None);
-        for key in ["a/", "a/b", "a/\u{10FFFF}", "a/\u{FFFF}z"] {
-            assert!(key < successor("a/").unwrap().as_str());
-        }
-    }
 }

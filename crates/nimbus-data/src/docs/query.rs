@@ -22,6 +22,7 @@
 //! last sort key, so one index `(field, id)` serves the order in both directions.
 //! Paths name object members only; `items.0` is member `"0"`, not an array index.
 
+use crate::prefix::successor;
 use nimbus_core::data::{Cond, DataError, DataResult, DocQuery, FieldPath, Filter, limits};
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
@@ -550,33 +551,9 @@ fn equal(b: &mut Builder, e: &str, t: &str, operand: Operand) {
     }
 }
 
-/// The smallest string greater than every string starting with `prefix`, in
-/// SQLite's byte-wise order (which UTF-8 makes code point order); `None` when
-/// there is none (empty, or all `U+10FFFF`).
-fn successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn successors() {
-        assert_eq!(successor("abc").as_deref(), Some("abd"));
-        assert_eq!(successor("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
-        assert_eq!(successor("a\u{10ffff}").as_deref(), Some("b"));
-        assert_eq!(successor(""), None);
-        assert_eq!(successor("\u{10ffff}"), None);
-    }
 
     #[test]
     fn index_and_query_share_the_expression() {
