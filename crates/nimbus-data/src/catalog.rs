@@ -51,13 +51,12 @@ impl StoreInfo {
     }
 }
 
-type Key = (String, StoreKind, String);
-
-/// The stores of every app. Lookups are served from memory.
+/// The stores of every app. Lookups are served from memory: by app, then a short
+/// scan of the app's stores (no allocation on the hot path of every data call).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     db: Database,
-    stores: Arc<RwLock<HashMap<Key, StoreInfo>>>,
+    stores: Arc<RwLock<HashMap<String, Vec<StoreInfo>>>>,
 }
 
 impl Catalog {
@@ -77,20 +76,17 @@ impl Catalog {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })?;
-        let mut stores = HashMap::new();
+        let mut stores: HashMap<String, Vec<StoreInfo>> = HashMap::new();
         for (id, app, kind, name) in rows {
             let Some(kind) = StoreKind::parse(&kind) else {
                 continue;
             };
-            stores.insert(
-                (app.clone(), kind, name.clone()),
-                StoreInfo {
-                    id,
-                    app: app.into(),
-                    kind,
-                    name: name.into(),
-                },
-            );
+            stores.entry(app.clone()).or_default().push(StoreInfo {
+                id,
+                app: app.into(),
+                kind,
+                name: name.into(),
+            });
         }
         Ok(Self {
             db,
@@ -105,11 +101,14 @@ impl Catalog {
     /// The store `store` of `kind`, or [`DataError::NoSuchStore`].
     pub fn lookup(&self, kind: StoreKind, store: StoreRef<'_>) -> DataResult<StoreInfo> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        // Avoids allocating a key on the hot path: few apps have many stores.
         stores
-            .iter()
-            .find(|((app, k, name), _)| *k == kind && app == store.app && name == store.name)
-            .map(|(_, info)| info.clone())
+            .get(store.app)
+            .and_then(|of_app| {
+                of_app
+                    .iter()
+                    .find(|s| s.kind == kind && &*s.name == store.name)
+            })
+            .cloned()
             .ok_or_else(|| DataError::NoSuchStore {
                 kind,
                 app: store.app.to_string(),
@@ -120,17 +119,13 @@ impl Catalog {
     /// The store with numeric id `id`.
     pub fn by_id(&self, id: i64) -> Option<StoreInfo> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        stores.values().find(|s| s.id == id).cloned()
+        stores.values().flatten().find(|s| s.id == id).cloned()
     }
 
     /// Every store of `app`.
     pub fn of_app(&self, app: &str) -> Vec<StoreInfo> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<StoreInfo> = stores
-            .values()
-            .filter(|s| &*s.app == app)
-            .cloned()
-            .collect();
+        let mut all: Vec<StoreInfo> = stores.get(app).cloned().unwrap_or_default();
         all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         all
     }
@@ -161,10 +156,12 @@ impl Catalog {
             kind,
             name: name.clone().into(),
         };
-        self.stores
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((app, kind, name), info.clone());
+        let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
+        let of_app = stores.entry(app).or_default();
+        // Two creators may race; the row is unique, so is the entry.
+        if !of_app.iter().any(|s| s.id == info.id) {
+            of_app.push(info.clone());
+        }
         Ok(info)
     }
 
@@ -178,10 +175,10 @@ impl Catalog {
 
     /// Drops the in-memory entry after [`Catalog::remove_in`] committed.
     pub fn forget(&self, store: &StoreInfo) {
-        self.stores
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(store.app.to_string(), store.kind, store.name.to_string()));
+        let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(of_app) = stores.get_mut(&*store.app) {
+            of_app.retain(|s| s.id != store.id);
+        }
     }
 
     /// Change events of `store` after `after`, oldest first.

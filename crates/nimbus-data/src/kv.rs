@@ -376,11 +376,10 @@ impl KvStore for Kv {
         let (_, shard) = self.store(store)?;
         let now = now_ms();
         let map = shard.read();
+        // A cursor is the last key of the previous page; one before the prefix
+        // (from another listing) starts at the prefix.
         let start = match cursor {
             Some(c) if c >= prefix => Bound::Excluded(c),
-            Some(c) if !c.is_empty() && !c.starts_with(prefix) && c > prefix => {
-                return Ok(KeyPage::default());
-            }
             _ => Bound::Included(prefix),
         };
         let mut keys = Vec::new();
