@@ -17,8 +17,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::Database;
 
+// AUTOINCREMENT: a dropped store's id is never reused, so a write still in
+// flight for it can never land in a newer store.
 const MIGRATIONS: &[&str] = &["CREATE TABLE data_stores (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         app TEXT NOT NULL,
         kind TEXT NOT NULL,
         name TEXT NOT NULL,
