@@ -39,9 +39,50 @@ type Map = BTreeMap<String, KvEntry>;
 #[derive(Default)]
 struct Shard {
     entries: RwLock<Map>,
+    /// `(expires_at, key)` of the entries with a TTL, so the sweeper finds due
+    /// keys without scanning the store.
+    expiring: std::sync::Mutex<std::collections::BTreeSet<(u64, String)>>,
 }
 
 impl Shard {
+    /// Applies committed edits to the map and the expiry index.
+    fn apply(&self, edits: Vec<MapEdit>) {
+        let mut map = self.write();
+        let mut expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
+        for edit in edits {
+            let (key, old) = match edit {
+                MapEdit::Put(key, entry) => {
+                    if let Some(t) = entry.expires_at {
+                        expiring.insert((t, key.clone()));
+                    }
+                    let old = map.insert(key.clone(), entry);
+                    (key, old)
+                }
+                MapEdit::Remove(key) => {
+                    let old = map.remove(&key);
+                    (key, old)
+                }
+            };
+            if let Some(t) = old.and_then(|e| e.expires_at) {
+                let current = map.get(&key).and_then(|e| e.expires_at);
+                if current != Some(t) {
+                    expiring.remove(&(t, key));
+                }
+            }
+        }
+    }
+
+    /// Keys whose TTL has passed at `now`, oldest first, at most `limit`.
+    fn due(&self, now: u64, limit: usize) -> Vec<String> {
+        let expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
+        expiring
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
         self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -91,8 +132,7 @@ impl Kv {
                 shards
                     .entry(store)
                     .or_default()
-                    .write()
-                    .insert(row.get(1)?, entry);
+                    .apply(vec![MapEdit::Put(row.get(1)?, entry)]);
             }
             Ok(())
         })
@@ -138,19 +178,7 @@ impl Kv {
             .db()
             .write(move |conn| {
                 let (out, edits) = f(conn, &info, now_ms())?;
-                let apply: AfterCommit = Box::new(move || {
-                    let mut map = shard.write();
-                    for edit in edits {
-                        match edit {
-                            MapEdit::Put(key, entry) => {
-                                map.insert(key, entry);
-                            }
-                            MapEdit::Remove(key) => {
-                                map.remove(&key);
-                            }
-                        }
-                    }
-                });
+                let apply: AfterCommit = Box::new(move || shard.apply(edits));
                 Ok((out, Some(apply)))
             })
             .await
@@ -169,13 +197,7 @@ impl Kv {
             .collect();
         let mut total = 0;
         for (id, shard) in shards {
-            let keys: Vec<String> = shard
-                .read()
-                .iter()
-                .filter(|(_, e)| expired(e, now))
-                .map(|(k, _)| k.clone())
-                .take(limits::MAX_PAGE)
-                .collect();
+            let keys = shard.due(now, limits::MAX_PAGE);
             if keys.is_empty() {
                 continue;
             }
@@ -614,14 +636,22 @@ mod tests {
             ..Default::default()
         };
         kv.set(CARTS, "t", "x".into(), ttl).await.unwrap();
+        // Rewritten without a TTL before it expires: it stays.
+        kv.set(CARTS, "kept", "x".into(), ttl).await.unwrap();
+        kv.set(CARTS, "kept", "y".into(), SetOptions::default())
+            .await
+            .unwrap();
         assert!(kv.get(CARTS, "t").unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(kv.get(CARTS, "t").unwrap().is_none());
         assert!(kv.list(CARTS, "", None, 10).unwrap().keys.is_empty());
         assert_eq!(kv.sweep_expired().await.unwrap(), 1);
+        assert_eq!(kv.sweep_expired().await.unwrap(), 0);
+        assert_eq!(kv.get(CARTS, "kept").unwrap().unwrap().value, "y");
         drop(kv);
         let (kv, _) = open(dir.path());
         assert!(kv.get(CARTS, "t").unwrap().is_none());
+        assert!(kv.get(CARTS, "kept").unwrap().is_some());
     }
 
     #[tokio::test]
