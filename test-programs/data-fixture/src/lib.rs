@@ -6,7 +6,7 @@
 //! node's message as the body.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nimbus_sdk::{Error, blobs, docs, kv};
 use wasi::http::types::{
@@ -219,6 +219,45 @@ fn kv_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
             let got = store.get_many(&keys)?;
             let found = got.iter().filter(|e| e.is_some()).count();
             ok(format!("found={found}"))
+        }
+        "bench" => {
+            // `n` host calls inside this one request, timed in the guest: the
+            // in-process rate, without HTTP. `op=get` reads `key` (which must
+            // exist) through `wasi:keyvalue` `get`, `op=sdk-get` through the SDK's
+            // `get` (the Nimbus call with the version), `op=set` writes keys
+            // `key0..key{n-1}` with the body as value (each a durable write).
+            let n = p.num("n").unwrap_or(100_000);
+            let prefix = p.get("key").unwrap_or("bench");
+            let bucket = store.wasi_bucket();
+            let mut found = 0u64;
+            let start = Instant::now();
+            match p.req("op") {
+                "get" => {
+                    for _ in 0..n {
+                        let v = bucket
+                            .get(prefix)
+                            .map_err(|e| Error::Storage(format!("{e:?}")))?;
+                        found += u64::from(v.is_some());
+                    }
+                }
+                "sdk-get" => {
+                    for _ in 0..n {
+                        found += u64::from(store.get(prefix)?.is_some());
+                    }
+                }
+                "set" => {
+                    for i in 0..n {
+                        store.set(&format!("{prefix}{i}"), &body)?;
+                        found += 1;
+                    }
+                }
+                _ => return Ok(status(400, "op is get, sdk-get or set")),
+            }
+            let secs = start.elapsed().as_secs_f64();
+            ok(format!(
+                "ops_per_sec={:.0} n={n} found={found} secs={secs:.6}",
+                n as f64 / secs
+            ))
         }
         "batch-del" => {
             let text = String::from_utf8_lossy(&body).into_owned();

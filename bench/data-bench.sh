@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The data layer beside its peers, in one run (see docs/benchmarks.md, "Data layer"):
+#   kv        host calls from inside a function (N calls in one request, timed in the
+#             guest: the fixture's /kv/bench op), the data API over HTTP with wrk
+#             (GET of random seeded keys, PUT of a new key per request), a GET through
+#             the fixture function on the gateway; redis-server + redis-benchmark at
+#             the same concurrency, without persistence and with AOF `appendfsync
+#             always` (Nimbus fsyncs every acknowledged write). Rounds interleaved.
+#   docs      1 M documents seeded straight into SQLite (the node stopped), then
+#             sequential queries over the API (one keep-alive connection) on an
+#             indexed field, the same filter on an unindexed field, and an unindexed
+#             filter matching nothing (a full scan); `explain` of each.
+#   objects   a 256 MiB object PUT and GET with curl vs `cp` + `sync` of the same file
+#             on the same filesystem, and `cat` of it (page cache warm for both).
+# Server (nimbus, redis) pinned to CPU0, load generators to CPU1, as in http-bench.sh.
+#
+# Env: ROUNDS=3 DURATION=10 CONNS=16 DOCS=1000000 KV_KEYS=100000 VALUE_BYTES=64
+#      HOSTCALL_GETS=1000000 HOSTCALL_SETS=2000 QUERIES=2000 SCANS=20 OBJ_MIB=256
+#      REDIS_N=200000 REDIS_AOF_N=30000 (redis-benchmark -n; AOF always does ~3-5k SET/s here)
+#      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) RESULTS=<tsv copy>
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+source "$SHARED/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+DOCS=${DOCS:-1000000}
+KV_KEYS=${KV_KEYS:-100000}
+VALUE_BYTES=${VALUE_BYTES:-64}
+HOSTCALL_GETS=${HOSTCALL_GETS:-1000000}
+HOSTCALL_SETS=${HOSTCALL_SETS:-2000}
+QUERIES=${QUERIES:-2000}
+SCANS=${SCANS:-20}
+REDIS_N=${REDIS_N:-200000}
+REDIS_AOF_N=${REDIS_AOF_N:-30000}
+OBJ_MIB=${OBJ_MIB:-256}
+OUT=${OUT:-$WORK/results/nimbus-data-$(date +%Y%m%dT%H%M%S)}
+NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
+FIXTURE=${FIXTURE:-$ROOT/test-programs/target/wasm32-wasip2/release/data_fixture.wasm}
+RESULTS=${RESULTS:-$ROOT/docs/bench-results/data-$(date +%Y-%m-%d).tsv}
+GW=18110 ADMIN=18210 REDIS_MEM=18120 REDIS_AOF=18121
+if [ -e "$OUT/raw.tsv" ]; then echo "$OUT holds results already; pick another OUT" >&2; exit 1; fi
+mkdir -p "$OUT"
+trap stop_all EXIT INT TERM
+log() { echo "[data-bench $(date +%H:%M:%S)] $*" >&2; }
+
+if [ -z "${NIMBUS_PREBUILT:-}" ]; then
+  log "cargo build --release -p nimbus"
+  (cd "$ROOT" && cargo build -q --release -p nimbus)
+fi
+log "building the data fixture"
+cargo build -q --release --target wasm32-wasip2 --manifest-path "$ROOT/test-programs/Cargo.toml"
+for tool in "$WRK" redis-server redis-benchmark sqlite3 curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (run $SHARED/setup.sh; apt sqlite3)" >&2; exit 1; }
+done
+
+{ machine_info
+  echo "wrk: $($WRK --version 2>&1 | head -1)"
+  echo "redis: $(redis-server --version)"
+  echo "sqlite3 cli: $(sqlite3 --version | cut -d' ' -f1)"
+  echo "nimbus: $("$NIMBUS" --version) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo "nimbus binary: $NIMBUS"
+  echo "work tree changes under crates/: $(cd "$ROOT" && git status --porcelain crates sdk | wc -l) files"
+  echo "rustc: $(rustc --version)"
+  echo "disk: $(df -h "$OUT" | awk 'NR==2 {print $1, $2}') ($(findmnt -no FSTYPE -T "$OUT"))"
+  echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS DOCS=$DOCS KV_KEYS=$KV_KEYS" \
+    "VALUE_BYTES=$VALUE_BYTES HOSTCALL_GETS=$HOSTCALL_GETS HOSTCALL_SETS=$HOSTCALL_SETS" \
+    "QUERIES=$QUERIES SCANS=$SCANS OBJ_MIB=$OBJ_MIB REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N"
+} | tee "$OUT/env.txt"
+
+RAW="$OUT/raw.tsv"
+echo -e "round\ttest\tpeer\tconns\tmetric\tvalue" >"$RAW"
+put() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" | tee -a "$RAW" >&2; } # round test peer conns metric value
+HZ=$(getconf CLK_TCK)
+
+# The machine is shared (2 cores): before each part, wait up to IDLE_WAIT seconds
+# for the other processes to leave both cores mostly idle (< 15 % busy over 2 s).
+IDLE_WAIT=${IDLE_WAIT:-600}
+wait_idle() {
+  python3 - "$IDLE_WAIT" "$@" <<'PY' | tee -a "$OUT/load.log" >&2
+import sys, time
+limit, pids = float(sys.argv[1]), set(sys.argv[2:])
+def busy():
+    def snap():
+        f = open("/proc/stat").readline().split()[1:]
+        v = list(map(int, f))
+        return sum(v), v[3] + v[4]
+    (t0, i0), _ = snap(), time.sleep(2)
+    t1, i1 = snap()
+    return 100 * (1 - (i1 - i0) / max(1, t1 - t0))
+t = time.time()
+while True:
+    b = busy()
+    if b < 15 or time.time() - t > limit:
+        print(f"{time.strftime('%T')} cpu busy {b:.0f}% after waiting {time.time() - t:.0f}s")
+        break
+PY
+}
+
+# --- the node: deploy once, stop, seed SQLite, start again -------------------------
+DATA="$OUT/nimbus-data" APP="$OUT/app"
+mkdir -p "$DATA" "$APP"
+cat >"$APP/nimbus.toml" <<TOML
+[app]
+name = "bench"
+
+[functions.api]
+source = "$FIXTURE"
+timeout = "120s"
+concurrency = 1000
+uses = ["kv:k", "docs:d", "bucket:b"]
+
+[[routes]]
+path = "/{*path}"
+function = "api"
+
+[kv.k]
+
+[docs.d]
+indexes = ["status"]
+
+[buckets.b]
+TOML
+
+start_nimbus() {
+  start_server nimbus "$OUT/nimbus.server.log" "$NIMBUS" serve --listen "127.0.0.1:$GW" \
+    --admin-listen "127.0.0.1:$ADMIN" --data-dir "$DATA"
+  NIMBUS_PID=$LAST_PID
+  wait_tcp 127.0.0.1 "$ADMIN" 60
+}
+start_nimbus
+"$NIMBUS" deploy "$APP" --server "http://127.0.0.1:$ADMIN" --data-dir "$DATA" >"$OUT/deploy.log" 2>&1
+stop_pid "$NIMBUS_PID"
+
+DB="$DATA/nimbus.db"
+sqlite3 "$DB" .schema >"$OUT/schema.sql"
+DOCS_ID=$(sqlite3 "$DB" "SELECT id FROM data_stores WHERE app='bench' AND kind='docs' AND name='d'")
+KV_ID=$(sqlite3 "$DB" "SELECT id FROM data_stores WHERE app='bench' AND kind='kv' AND name='k'")
+log "seeding $DOCS documents into docs store $DOCS_ID and $KV_KEYS keys into kv store $KV_ID"
+t0=$(date +%s.%N)
+# `status` is indexed, `m` is the same values unindexed: each of s0..s999 matches
+# DOCS/1000 documents, spread evenly over the id order.
+sqlite3 "$DB" <<SQL
+BEGIN;
+WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < $DOCS)
+INSERT INTO data_docs (store_id, id, rev, body)
+  SELECT $DOCS_ID, printf('d%07d', i), 1,
+         json_object('status', 's' || (i % 1000), 'm', 's' || (i % 1000), 'n', i) FROM c;
+WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < $KV_KEYS)
+INSERT INTO kv_entries (store_id, key, value, version, expires_at)
+  SELECT $KV_ID, printf('k%06d', i), CAST(printf('%0${VALUE_BYTES}d', i) AS BLOB), 1, NULL FROM c;
+COMMIT;
+SQL
+put 1 seed sqlite3 - seconds "$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")"
+sqlite3 "$DB" "SELECT count(*) FROM data_docs WHERE store_id = $DOCS_ID" >"$OUT/docs.count"
+start_nimbus
+TOKEN=$(cat "$DATA/admin-token")
+AUTH=(-H "Authorization: Bearer $TOKEN")
+API="http://127.0.0.1:$ADMIN/v1/apps/bench"
+curl -fsS "${AUTH[@]}" "$API/kv/k/keys/k000001" >/dev/null || { echo "seeded key not readable" >&2; exit 1; }
+wait_http "http://127.0.0.1:$GW/kv/get?store=k&key=k000001" 30 >/dev/null
+
+# --- redis: no persistence, and AOF fsync always ------------------------------------
+start_redis() { # NAME PORT ARGS...
+  local name=$1 port=$2; shift 2
+  mkdir -p "$OUT/$name"
+  start_server "$name" "$OUT/$name.server.log" redis-server --port "$port" --bind 127.0.0.1 \
+    --dir "$OUT/$name" --save '' "$@"
+  wait_tcp 127.0.0.1 "$port" 30
+}
+start_redis redis "$REDIS_MEM" --appendonly no; REDIS_MEM_PID=$LAST_PID
+start_redis redis-aof-always "$REDIS_AOF" --appendonly yes --appendfsync always; REDIS_AOF_PID=$LAST_PID
+
+# --- kv: host calls inside one request -------------------------------------------------
+hostcall() { # ROUND PEER OP N
+  local line
+  if [ "$3" = set ]; then
+    line=$(on_client_cpu curl -fsS -X POST --data-binary "$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' v)" \
+      "http://127.0.0.1:$GW/kv/bench?store=k&op=set&key=hs$1-&n=$4")
+  else
+    line=$(on_client_cpu curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=$3&key=k000001&n=$4")
+  fi
+  echo "$line" >>"$OUT/hostcall.log"
+  case $line in *"found=$4"*) ;; *) echo "host-call bench failed: $line" >&2; exit 1 ;; esac
+  put "$1" "kv_${3#sdk-}" "$2" 1 ops_s "$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="ops_per_sec" {print $2}')"
+}
+curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=get&key=k000001&n=10000" >"$OUT/hostcall.log"
+
+# --- kv over the API (wrk) and redis-benchmark, interleaved ----------------------------
+v() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
+wrk_kv() { # ROUND MODE PEER TEST URL
+  local t0 t1 s0 s1 line
+  t0=$(cpu_ticks "$NIMBUS_PID"); s0=$(date +%s.%N)
+  line=$(KV_MODE=$2 KV_KEYS=$KV_KEYS KV_VALUE_BYTES=$VALUE_BYTES NIMBUS_TOKEN=$TOKEN KV_TAG="r$1" \
+    on_client_cpu "$WRK" -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$ROOT/bench/data-kv.lua" "$5" |
+    grep '^RESULT')
+  t1=$(cpu_ticks "$NIMBUS_PID"); s1=$(date +%s.%N)
+  [ "$(v non2xx)" = 0 ] && [ "$(v sock_errors)" = 0 ] || { echo "wrk errors: $line" >&2; exit 1; }
+  put "$1" "$4" "$3" "$CONNS" ops_s "$(v rps)"
+  put "$1" "$4" "$3" "$CONNS" p50_us "$(v p50_us)"
+  put "$1" "$4" "$3" "$CONNS" p99_us "$(v p99_us)"
+  put "$1" "$4" "$3" "$CONNS" server_cpu_pct "$(python3 -c "print(f'{100*($t1-$t0)/$HZ/($s1-$s0):.0f}')")"
+}
+redis_kv() { # ROUND NAME PORT PID REQUESTS
+  local t0 t1 s0 s1 csv
+  t0=$(cpu_ticks "$4"); s0=$(date +%s.%N)
+  csv=$(on_client_cpu redis-benchmark -h 127.0.0.1 -p "$3" -t set,get -c "$CONNS" -n "$5" \
+    -d "$VALUE_BYTES" -r "$KV_KEYS" --csv)
+  t1=$(cpu_ticks "$4"); s1=$(date +%s.%N)
+  echo "$csv" >>"$OUT/$2.bench.csv"
+  # The two tests share one CPU figure: redis-benchmark runs them back to back.
+  local cpu; cpu=$(python3 -c "print(f'{100*($t1-$t0)/$HZ/($s1-$s0):.0f}')")
+  echo "$csv" | python3 -c '
+import csv, sys
+for r in csv.DictReader(sys.stdin):
+    t = {"SET": "kv_set", "GET": "kv_get"}[r["test"]]
+    print(t, r["rps"], float(r["p50_latency_ms"]) * 1000, float(r["p99_latency_ms"]) * 1000)' |
+  while read -r test rps p50 p99; do
+    put "$1" "$test" "$2" "$CONNS" ops_s "$rps"
+    put "$1" "$test" "$2" "$CONNS" p50_us "$p50"
+    put "$1" "$test" "$2" "$CONNS" p99_us "$p99"
+    put "$1" "$test" "$2" "$CONNS" server_cpu_pct "$cpu"
+  done
+}
+log "kv: warm-up"
+KV_MODE=get KV_KEYS=$KV_KEYS NIMBUS_TOKEN=$TOKEN on_client_cpu "$WRK" -t1 -c"$CONNS" -d2s \
+  -s "$ROOT/bench/data-kv.lua" "http://127.0.0.1:$ADMIN/" >/dev/null
+for r in $(seq "$ROUNDS"); do
+  wait_idle
+  log "kv round $r"
+  { echo "round $r $(date +%T) loadavg $(cat /proc/loadavg)"; top -bn1 -w 120 | sed -n 3p\;8,13p; } >>"$OUT/load.log"
+  hostcall "$r" nimbus-hostcall-wasi get "$HOSTCALL_GETS"
+  hostcall "$r" nimbus-hostcall-sdk sdk-get "$HOSTCALL_GETS"
+  hostcall "$r" nimbus-hostcall set "$HOSTCALL_SETS"
+  wrk_kv "$r" get nimbus-api kv_get "http://127.0.0.1:$ADMIN/"
+  wrk_kv "$r" set nimbus-api kv_set "http://127.0.0.1:$ADMIN/"
+  wrk_kv "$r" fn-get nimbus-function kv_get "http://127.0.0.1:$GW/"
+  redis_kv "$r" redis "$REDIS_MEM" "$REDIS_MEM_PID" "$REDIS_N"
+  redis_kv "$r" redis-aof-always "$REDIS_AOF" "$REDIS_AOF_PID" "$REDIS_AOF_N"
+done
+stop_pid "$REDIS_MEM_PID"; stop_pid "$REDIS_AOF_PID"
+
+# --- documents ----------------------------------------------------------------------
+wait_idle
+log "docs: explain"
+for field in status m; do
+  curl -fsS "${AUTH[@]}" -H 'Content-Type: application/json' -X POST "$API/docs/d/explain" \
+    -d "{\"filter\": {\"$field\": \"s7\"}, \"limit\": 10}" >"$OUT/explain-$field.json"
+  echo "$field: $(cat "$OUT/explain-$field.json")" >&2
+done
+query() { # PEER FIELD COUNT LIMIT [VALUE]
+  local line
+  line=$(on_client_cpu python3 "$ROOT/bench/data-query.py" "$ADMIN" "$TOKEN" bench d "$2" "$3" "$4" ${5:+"$5"})
+  for m in p50_us p90_us p99_us mean_us; do put 1 docs_query "$1" 1 "$m" "$(echo "$line" | tr ' ' '\n' | awk -F= -v k=$m '$1==k {print $2}')"; done
+  put 1 docs_query "$1" 1 docs "$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="docs_per_query" {print $2}')"
+}
+log "docs: queries"
+query "indexed (status), limit 10" status "$QUERIES" 10
+query "indexed (status), limit 100" status "$QUERIES" 100
+query "unindexed (m), limit 10" m "$QUERIES" 10
+query "unindexed (m), no match: full scan" m "$SCANS" 10 none
+
+# --- objects ----------------------------------------------------------------------------
+wait_idle
+log "objects: $OBJ_MIB MiB"
+SRC="$OUT/object.bin"
+head -c "$((OBJ_MIB << 20))" /dev/urandom >"$SRC"
+BYTES=$(stat -c %s "$SRC")
+mbs() { python3 -c "print(f'{$BYTES / 1e6 / $1:.1f}')"; }
+secs_of() { local s0 s1; s0=$(date +%s.%N); "$@" >/dev/null; s1=$(date +%s.%N); python3 -c "print(f'{$s1 - $s0:.4f}')"; }
+for r in $(seq "$ROUNDS"); do
+  rm -f "$OUT/object.copy"; sync
+  # The limit: the same bytes copied into the same filesystem and made durable...
+  s=$(secs_of on_server_cpu sh -c 'cp "$1" "$2" && sync "$2"' _ "$SRC" "$OUT/object.copy")
+  put "$r" object_put file-copy 1 seconds "$s"; put "$r" object_put file-copy 1 mb_s "$(mbs "$s")"
+  s=$(secs_of on_client_cpu curl -fsS -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' \
+    "${AUTH[@]}" -T "$SRC" "$API/buckets/b/objects/obj-$r")
+  put "$r" object_put nimbus 1 seconds "$s"; put "$r" object_put nimbus 1 mb_s "$(mbs "$s")"
+  # ...and read back (page cache warm for both: both were just written).
+  s=$(secs_of on_server_cpu sh -c 'cat "$1" >/dev/null' _ "$OUT/object.copy")
+  put "$r" object_get file-copy 1 seconds "$s"; put "$r" object_get file-copy 1 mb_s "$(mbs "$s")"
+  s=$(secs_of on_client_cpu curl -fsS -o /dev/null "${AUTH[@]}" "$API/buckets/b/objects/obj-$r")
+  put "$r" object_get nimbus 1 seconds "$s"; put "$r" object_get nimbus 1 mb_s "$(mbs "$s")"
+done
+got=$(curl -fsS "${AUTH[@]}" "$API/buckets/b/objects/obj-1" | sha256sum | cut -d' ' -f1)
+[ "$got" = "$(sha256sum "$SRC" | cut -d' ' -f1)" ] || { echo "object read back differs" >&2; exit 1; }
+rm -f "$SRC" "$OUT/object.copy"
+
+echo "nimbus rss_mib $(rss_mib "$NIMBUS_PID")" >>"$OUT/env.txt"
+stop_all
+mkdir -p "$(dirname "$RESULTS")"
+cp "$RAW" "$RESULTS"
+python3 "$ROOT/bench/data-summary.py" "$RAW" | tee "$OUT/summary.md"
+echo "raw results: $OUT (copied to $RESULTS)"
