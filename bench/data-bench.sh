@@ -17,7 +17,8 @@
 # Env: ROUNDS=3 DURATION=10 CONNS=16 DOCS=1000000 KV_KEYS=100000 VALUE_BYTES=64
 #      HOSTCALL_GETS=1000000 HOSTCALL_SETS=2000 QUERIES=2000 SCANS=20 OBJ_MIB=256
 #      REDIS_N=200000 REDIS_AOF_N=30000 (redis-benchmark -n; AOF always does ~3-5k SET/s here)
-#      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) RESULTS=<tsv copy>
+#      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) NIMBUS_COMMIT=<the
+#      binary's commit, if not HEAD> RESULTS=<tsv copy>
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -60,7 +61,7 @@ done
   echo "wrk: $($WRK --version 2>&1 | head -1)"
   echo "redis: $(redis-server --version)"
   echo "sqlite3 cli: $(sqlite3 --version | cut -d' ' -f1)"
-  echo "nimbus: $("$NIMBUS" --version) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo "nimbus: $("$NIMBUS" --version) (${NIMBUS_COMMIT:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
   echo "nimbus binary: $NIMBUS"
   echo "work tree changes under crates/: $(cd "$ROOT" && git status --porcelain crates sdk | wc -l) files"
   echo "rustc: $(rustc --version)"
@@ -186,7 +187,7 @@ hostcall() { # ROUND PEER OP N
   case $line in *"found=$4"*) ;; *) echo "host-call bench failed: $line" >&2; exit 1 ;; esac
   put "$1" "kv_${3#sdk-}" "$2" 1 ops_s "$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="ops_per_sec" {print $2}')"
 }
-curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=get&key=k000001&n=10000" >"$OUT/hostcall.log"
+curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=get&key=k000001&n=10000" >"$OUT/hostcall.log"; echo >>"$OUT/hostcall.log"
 
 # --- kv over the API (wrk) and redis-benchmark, interleaved ----------------------------
 v() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
