@@ -1,5 +1,6 @@
 //! The embedded SQLite database: one file in the data dir, WAL journal, full sync
-//! (an acknowledged write survives `kill -9` and power loss), per-owner
+//! by default (an acknowledged write survives `kill -9` and power loss; see
+//! [`Durability`] for the faster setting that survives `kill -9` only), per-owner
 //! migrations, and group commit: concurrent [`Database::write`]s share one
 //! transaction and one fsync.
 
@@ -41,6 +42,20 @@ pub enum DbError {
     Task(String),
 }
 
+/// What an acknowledged write survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of the node or the machine, and power loss: every commit is
+    /// fsynced (SQLite `synchronous = FULL`).
+    #[default]
+    PowerLoss,
+    /// A crash or `kill -9` of the node, not of the machine: commits reach the
+    /// operating system, which writes them to disk in the background (SQLite WAL
+    /// with `synchronous = NORMAL`). Much faster writes; object bodies are still
+    /// fsynced.
+    Crash,
+}
+
 impl From<DbError> for nimbus_core::data::DataError {
     fn from(e: DbError) -> Self {
         Self::Storage(e.to_string())
@@ -61,15 +76,25 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Opens (creating if needed) `nimbus.db` in `data_dir`.
+    /// Opens (creating if needed) `nimbus.db` in `data_dir`, durable against
+    /// power loss.
     pub fn open(data_dir: &Path) -> Result<Self, DbError> {
+        Self::open_with(data_dir, Durability::PowerLoss)
+    }
+
+    /// Opens (creating if needed) `nimbus.db` in `data_dir` with `durability`.
+    pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, DbError> {
         let path = data_dir.join("nimbus.db");
         let conn = Connection::open(&path).map_err(|source| DbError::Open {
             path: path.display().to_string(),
             source,
         })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let synchronous = match durability {
+            Durability::PowerLoss => "FULL",
+            Durability::Crash => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(

@@ -337,6 +337,9 @@ fn put_row(
     }
     let version = current + 1;
     let expires_at = options.ttl.map(|ttl| now + ttl.as_millis() as u64);
+    // The map keeps the value for as long as the key lives: an owned copy, never a
+    // slice that pins a larger buffer (such as the HTTP request it arrived in).
+    let value = Bytes::copy_from_slice(&value);
     sql(conn
         .prepare_cached(
             "INSERT INTO kv_entries (store_id, key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -16,6 +16,6 @@ mod service;
 
 pub use blobs::Blobs;
 pub use catalog::{Catalog, StoreInfo};
-pub use db::{AfterCommit, Database, DbError};
+pub use db::{AfterCommit, Database, DbError, Durability};
 pub use files::{FileStore, sha256_hex, write_atomic};
 pub use service::{DataPortSet, DataService, ports};

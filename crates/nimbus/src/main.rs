@@ -141,6 +141,16 @@ struct NodeArgs {
     /// Function instances alive at once on this node.
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// What an acknowledged write survives: `power-loss` (every commit fsynced) or
+    /// `crash` (a crash or kill -9 of the node, not of the machine; faster writes).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::PowerLoss, env = "NIMBUS_DURABILITY")]
+    durability: DurabilityArg,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum DurabilityArg {
+    PowerLoss,
+    Crash,
 }
 
 /// How client verbs reach a node.
@@ -263,6 +273,10 @@ impl NodeArgs {
             max_body_bytes: self.max_body_size,
             default_app,
             max_instances: self.max_instances,
+            durability: match self.durability {
+                DurabilityArg::PowerLoss => nimbus_data::Durability::PowerLoss,
+                DurabilityArg::Crash => nimbus_data::Durability::Crash,
+            },
         }
     }
 }

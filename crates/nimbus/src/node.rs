@@ -14,7 +14,7 @@ use nimbus_core::api::{ComponentUploaded, FunctionStatus};
 use nimbus_core::app::App;
 use nimbus_core::data::UrlSigner;
 use nimbus_core::ports::Invoker;
-use nimbus_data::{DataService, Database, FileStore};
+use nimbus_data::{DataService, Database, Durability, FileStore};
 use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
 use nimbus_ops::{Control, DataApi, Platform};
 use tokio::net::TcpListener;
@@ -28,6 +28,7 @@ pub struct NodeConfig {
     pub max_body_bytes: u64,
     pub default_app: Option<String>,
     pub max_instances: u32,
+    pub durability: Durability,
 }
 
 /// The layers, as ops sees them.
@@ -120,7 +121,7 @@ impl Node {
         let admin_addr = admin_listener.local_addr()?;
         let token = nimbus_ops::load_or_create_token(&config.data_dir)
             .context("cannot create the admin token")?;
-        let db = Database::open(&config.data_dir)?;
+        let db = Database::open_with(&config.data_dir, config.durability)?;
         let data = DataService::open(db.clone(), &config.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot open the data stores: {e}"))?;
         data.spawn_upkeep();

@@ -22,7 +22,9 @@ use nimbus_core::ports::{Body, BoxError};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Size of the frames a read streams.
-const CHUNK: u64 = 64 * 1024;
+/// Reads of an object body: large enough that a stream costs few blocking-pool
+/// round trips (each read is one), small enough to stay cheap per stream.
+const CHUNK: u64 = 512 * 1024;
 const TEMP_PREFIX: &str = ".tmp-";
 
 /// The root of the bucket files.
