@@ -22,6 +22,8 @@ pub struct App {
     pub docs: BTreeMap<String, DocStoreDecl>,
     #[serde(default)]
     pub buckets: BTreeMap<String, BucketDecl>,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueDecl>,
 }
 
 impl App {
@@ -51,21 +53,24 @@ impl App {
             StoreKind::Kv => self.kv.contains_key(name),
             StoreKind::Docs => self.docs.contains_key(name),
             StoreKind::Buckets => self.buckets.contains_key(name),
+            StoreKind::Queues => self.queues.contains_key(name),
         }
     }
 }
 
-/// The kinds of data store an app can declare.
+/// The kinds of resource that hold an app's data: stores of the data layer, and
+/// queues of the integration layer. Each is declared, granted and deleted alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Kv,
     Docs,
     Buckets,
+    Queues,
 }
 
 impl StoreKind {
-    pub const ALL: [StoreKind; 3] = [Self::Kv, Self::Docs, Self::Buckets];
+    pub const ALL: [StoreKind; 4] = [Self::Kv, Self::Docs, Self::Buckets, Self::Queues];
 
     /// The manifest section and the `KIND` of change event sources: `kv`, `docs`, `buckets`.
     pub fn as_str(self) -> &'static str {
@@ -73,15 +78,17 @@ impl StoreKind {
             Self::Kv => "kv",
             Self::Docs => "docs",
             Self::Buckets => "buckets",
+            Self::Queues => "queues",
         }
     }
 
-    /// The prefix of a grant in `uses`: `kv:`, `docs:`, `bucket:`.
+    /// The prefix of a grant in `uses`: `kv:`, `docs:`, `bucket:`, `queue:`.
     pub fn grant_prefix(self) -> &'static str {
         match self {
             Self::Kv => "kv",
             Self::Docs => "docs",
             Self::Buckets => "bucket",
+            Self::Queues => "queue",
         }
     }
 
@@ -91,6 +98,7 @@ impl StoreKind {
             Self::Kv => "key-value store",
             Self::Docs => "document store",
             Self::Buckets => "bucket",
+            Self::Queues => "queue",
         }
     }
 
@@ -99,6 +107,7 @@ impl StoreKind {
             "kv" => Some(Self::Kv),
             "docs" => Some(Self::Docs),
             "buckets" | "bucket" => Some(Self::Buckets),
+            "queues" | "queue" => Some(Self::Queues),
             _ => None,
         }
     }
@@ -130,6 +139,34 @@ pub struct BucketDecl {
     pub mount: String,
     /// Object served for a path that ends in `/` (public buckets).
     pub index_document: String,
+}
+
+/// `[queues.NAME]`: a message queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDecl {
+    /// How long a received message stays invisible.
+    #[serde(with = "duration_ms")]
+    pub visibility_timeout: Duration,
+    /// How long a message is kept before it is dropped unreceived.
+    #[serde(with = "duration_ms")]
+    pub retention: Duration,
+    /// Delay of every send (standard queues).
+    #[serde(with = "duration_ms")]
+    pub delay: Duration,
+    /// Largest message body, bytes.
+    pub max_message_size: usize,
+    /// First-in-first-out per group id, with deduplication.
+    pub fifo: bool,
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// Where messages received too often go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// A queue declared in the same manifest.
+    pub queue: String,
+    /// A message received more often than this moves to `queue`.
+    pub max_receives: u32,
 }
 
 /// One entry of a function's `uses`: the store it may touch.

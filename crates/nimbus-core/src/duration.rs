@@ -17,7 +17,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
-                "invalid duration `{text}`: expected a number followed by a unit (ms, s, m, h)"
+                "invalid duration `{text}`: expected a number followed by a unit (ms, s, m, h, d)"
             ));
         }
         let value: u64 = rest[..digits]
@@ -34,14 +34,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.saturating_mul(60)),
             "h" => Duration::from_secs(value.saturating_mul(3600)),
+            "d" => Duration::from_secs(value.saturating_mul(24 * 3600)),
             "" => {
                 return Err(format!(
-                    "invalid duration `{text}`: missing unit after {value} (ms, s, m or h)"
+                    "invalid duration `{text}`: missing unit after {value} (ms, s, m, h or d)"
                 ));
             }
             other => {
                 return Err(format!(
-                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m or h)"
+                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
                 ));
             }
         };

@@ -13,3 +13,4 @@ pub mod duration;
 pub mod manifest;
 pub mod plan;
 pub mod ports;
+pub mod queue;

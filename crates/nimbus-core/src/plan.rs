@@ -175,6 +175,25 @@ const DELETES_DATA: &str = "deletes its data";
 fn store_diff(old: &App, new: &App, kind: StoreKind, name: &str) -> Option<String> {
     match kind {
         StoreKind::Kv => None,
+        StoreKind::Queues => {
+            let (a, b) = (&old.queues[name], &new.queues[name]);
+            let mut fields = Vec::new();
+            let mut check = |field: &'static str, differs: bool| {
+                if differs {
+                    fields.push(field);
+                }
+            };
+            check(
+                "visibility_timeout",
+                a.visibility_timeout != b.visibility_timeout,
+            );
+            check("retention", a.retention != b.retention);
+            check("delay", a.delay != b.delay);
+            check("max_message_size", a.max_message_size != b.max_message_size);
+            check("fifo", a.fifo != b.fifo);
+            check("dead_letter", a.dead_letter != b.dead_letter);
+            (!fields.is_empty()).then(|| fields.join(", "))
+        }
         StoreKind::Docs => {
             let (a, b) = (&old.docs[name].indexes, &new.docs[name].indexes);
             (a != b).then(|| format!("indexes: {} -> {}", a.join(", "), b.join(", ")))

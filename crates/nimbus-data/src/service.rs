@@ -67,7 +67,11 @@ impl DataService {
 #[async_trait]
 impl StoreCatalog for DataService {
     async fn ensure(&self, app: &App) -> DataResult<()> {
+        // Queues belong to the integration layer.
         for (kind, name) in app.stores() {
+            if kind == StoreKind::Queues {
+                continue;
+            }
             let store = self.catalog.create(kind, StoreRef::new(&app.name, name))?;
             if kind == StoreKind::Docs {
                 self.docs
@@ -88,6 +92,8 @@ impl StoreCatalog for DataService {
             StoreKind::Kv => self.kv.drop_store(&store).await,
             StoreKind::Docs => self.docs.drop_store(&store).await,
             StoreKind::Buckets => self.blobs.drop_store(&store).await,
+            // Never in this catalog (see `ensure`).
+            StoreKind::Queues => Ok(()),
         }
     }
 
@@ -98,6 +104,7 @@ impl StoreCatalog for DataService {
                 StoreKind::Kv => self.kv.stats(&store),
                 StoreKind::Docs => self.docs.stats(&store).await?,
                 StoreKind::Buckets => self.blobs.stats(&store).await?,
+                StoreKind::Queues => continue,
             };
             out.push(StoreStatus {
                 kind: store.kind,

@@ -19,7 +19,8 @@ use diagnostic::Reporter;
 pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 
 use crate::app::{
-    App, BucketDecl, DocStoreDecl, Function, Grant, KvStoreDecl, OutboundHost, Route, StoreKind,
+    App, BucketDecl, DeadLetter, DocStoreDecl, Function, Grant, KvStoreDecl, OutboundHost,
+    QueueDecl, Route, StoreKind,
 };
 use crate::data::FieldPath;
 use crate::duration;
@@ -34,6 +35,8 @@ pub mod defaults {
     pub const MAX_MEMORY_MB: u64 = 4096;
     pub const MAX_TIMEOUT_SECS: u64 = 15 * 60;
     pub const MAX_CONCURRENCY: u32 = 1000;
+    pub const VISIBILITY_TIMEOUT: &str = "30s";
+    pub const RETENTION: &str = "4d";
 }
 
 const METHODS: &[&str] = &[
@@ -54,6 +57,26 @@ struct RawManifest {
     docs: BTreeMap<Spanned<String>, RawDocs>,
     #[serde(default)]
     buckets: BTreeMap<Spanned<String>, RawBucket>,
+    #[serde(default)]
+    queues: BTreeMap<Spanned<String>, RawQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    visibility_timeout: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    max_message_size: Option<Spanned<i64>>,
+    fifo: Option<bool>,
+    dead_letter: Option<RawDeadLetter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeadLetter {
+    queue: Spanned<String>,
+    max_receives: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,7 +270,8 @@ fn resolve(
         }
     }
 
-    let stores = resolve_stores(reporter, raw.kv, raw.docs, raw.buckets);
+    let mut stores = resolve_stores(reporter, raw.kv, raw.docs, raw.buckets);
+    stores.queues = resolve_queues(reporter, raw.queues);
     let mut functions = BTreeMap::new();
     for (fname, f) in raw.functions {
         let fspan = fname.span();
@@ -275,6 +299,7 @@ fn resolve(
         kv: stores.kv,
         docs: stores.docs,
         buckets: stores.buckets,
+        queues: stores.queues,
     }
 }
 
@@ -283,6 +308,7 @@ struct Stores {
     kv: BTreeMap<String, KvStoreDecl>,
     docs: BTreeMap<String, DocStoreDecl>,
     buckets: BTreeMap<String, BucketDecl>,
+    queues: BTreeMap<String, QueueDecl>,
 }
 
 impl Stores {
@@ -291,6 +317,7 @@ impl Stores {
             StoreKind::Kv => self.kv.keys().map(String::as_str).collect(),
             StoreKind::Docs => self.docs.keys().map(String::as_str).collect(),
             StoreKind::Buckets => self.buckets.keys().map(String::as_str).collect(),
+            StoreKind::Queues => self.queues.keys().map(String::as_str).collect(),
         }
     }
 }
@@ -305,6 +332,97 @@ fn store_name(reporter: &mut Reporter, kind: StoreKind, name: Spanned<String>) -
         );
     }
     name.into_inner()
+}
+
+fn resolve_queues(
+    reporter: &mut Reporter,
+    raw: BTreeMap<Spanned<String>, RawQueue>,
+) -> BTreeMap<String, QueueDecl> {
+    use crate::queue::limits;
+    let names: Vec<String> = raw.keys().map(|n| n.get_ref().clone()).collect();
+    let fifo_names: Vec<String> = raw
+        .iter()
+        .filter(|(_, q)| q.fifo == Some(true))
+        .map(|(n, _)| n.get_ref().clone())
+        .collect();
+    let mut queues = BTreeMap::new();
+    for (name, q) in raw {
+        let name = store_name(reporter, StoreKind::Queues, name);
+        let visibility_timeout = duration_in(
+            reporter,
+            "visibility_timeout",
+            q.visibility_timeout,
+            defaults::VISIBILITY_TIMEOUT,
+            limits::MAX_VISIBILITY,
+        );
+        let retention = duration_in(
+            reporter,
+            "retention",
+            q.retention,
+            defaults::RETENTION,
+            Duration::from_secs(14 * 24 * 3600),
+        );
+        let delay = match q.delay {
+            Some(d) if d.get_ref().trim() == "0s" || d.get_ref().trim() == "0" => Duration::ZERO,
+            d => duration_in(reporter, "delay", d, "0ms", limits::MAX_DELAY),
+        };
+        let max_message_size = int_in(
+            reporter,
+            "max_message_size",
+            q.max_message_size,
+            1,
+            limits::MAX_MESSAGE_BYTES_CEILING as i64,
+            limits::MAX_MESSAGE_BYTES as i64,
+        ) as usize;
+        let fifo = q.fifo.unwrap_or(false);
+        let dead_letter = q.dead_letter.map(|dl| {
+            let target = dl.queue.get_ref().clone();
+            if target == name {
+                reporter.error(
+                    Some(dl.queue.span()),
+                    format!("queue `{name}` names itself as its dead-letter queue"),
+                    "dead-letter queue",
+                    Some("declare a separate queue, e.g. `[queues.{name}-dlq]`".replace("{name}", &name)),
+                );
+            } else if !names.contains(&target) {
+                let help = closest(&target, names.iter().map(String::as_str))
+                    .map(|near| format!("did you mean `{near}`?"))
+                    .unwrap_or_else(|| format!("declare it as `[queues.{target}]`"));
+                reporter.error(
+                    Some(dl.queue.span()),
+                    format!("dead-letter queue `{target}` is not declared"),
+                    "dead-letter queue",
+                    Some(help),
+                );
+            } else if fifo != fifo_names.contains(&target) {
+                reporter.error(
+                    Some(dl.queue.span()),
+                    format!(
+                        "queue `{name}` is {} but its dead-letter queue `{target}` is not",
+                        if fifo { "FIFO" } else { "standard" }
+                    ),
+                    "dead-letter queue",
+                    Some("a FIFO queue needs a FIFO dead-letter queue, a standard one a standard one".into()),
+                );
+            }
+            DeadLetter {
+                queue: target,
+                max_receives: int_in(reporter, "max_receives", dl.max_receives, 1, 1000, 5) as u32,
+            }
+        });
+        queues.insert(
+            name,
+            QueueDecl {
+                visibility_timeout,
+                retention,
+                delay,
+                max_message_size,
+                fifo,
+                dead_letter,
+            },
+        );
+    }
+    queues
 }
 
 fn resolve_stores(
