@@ -58,6 +58,8 @@ pub struct AppStatus {
     pub routes: Vec<RouteStatus>,
     #[serde(default)]
     pub stores: Vec<crate::data::StoreStatus>,
+    #[serde(default)]
+    pub queues: Vec<crate::queue::QueueStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

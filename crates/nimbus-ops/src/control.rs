@@ -10,7 +10,9 @@ use nimbus_core::api::{
     FunctionStatus, RouteStatus, StatusReport,
 };
 use nimbus_core::app::App;
-use nimbus_core::data::StoreCatalog;
+use nimbus_core::app::StoreKind;
+use nimbus_core::data::{DataResult, StoreCatalog, StoreRef};
+use nimbus_core::queue::QueueService;
 use nimbus_core::manifest::Manifest;
 use nimbus_core::plan::Plan;
 use nimbus_core::ports::Invoker;
@@ -73,6 +75,7 @@ pub struct Control {
     components: FileStore,
     platform: Arc<dyn Platform>,
     stores: Arc<dyn StoreCatalog>,
+    queues: Arc<dyn QueueService>,
     apps: RwLock<BTreeMap<String, Deployed>>,
     deploy_lock: Mutex<()>,
     gateway_url: String,
@@ -84,6 +87,7 @@ impl Control {
         components: FileStore,
         platform: Arc<dyn Platform>,
         stores: Arc<dyn StoreCatalog>,
+        queues: Arc<dyn QueueService>,
         gateway_url: String,
     ) -> Result<Arc<Self>, ControlError> {
         Ok(Arc::new(Self {
@@ -91,6 +95,7 @@ impl Control {
             components,
             platform,
             stores,
+            queues,
             apps: RwLock::new(BTreeMap::new()),
             deploy_lock: Mutex::new(()),
             gateway_url,
@@ -108,7 +113,7 @@ impl Control {
         for stored in self.registry.all().await? {
             let resolved = match self.resolve(&stored.name, &stored.request) {
                 // A crash between storing a deploy and creating its stores is finished here.
-                Ok(app) => match self.stores.ensure(&app).await {
+                Ok(app) => match self.ensure_stores(&app).await {
                     Ok(()) => Ok(app),
                     Err(err) => Err(ControlError::Storage(err.to_string())),
                 },
@@ -234,7 +239,7 @@ impl Control {
             )));
         }
         let stored = self.registry.put(name, request, now()).await?;
-        let activated = match self.stores.ensure(&app).await {
+        let activated = match self.ensure_stores(&app).await {
             Ok(()) => self.platform.activate(&app, stored.deployment).await,
             Err(err) => Err(err.to_string()),
         };
@@ -246,7 +251,7 @@ impl Control {
             let old = previous.as_ref().map(|(_, a)| a);
             for (kind, store) in app.stores() {
                 if !old.is_some_and(|a| a.has_store(kind, store)) {
-                    let _ = self.stores.drop_store(name, kind, store).await;
+                    let _ = self.drop_store(name, kind, store).await;
                 }
             }
             return Err(ControlError::Activation(err));
@@ -291,6 +296,20 @@ impl Control {
         Ok(plan)
     }
 
+    /// Creates the stores and queues `app` declares (never deletes any).
+    async fn ensure_stores(&self, app: &App) -> DataResult<()> {
+        self.stores.ensure(app).await?;
+        self.queues.ensure(app).await
+    }
+
+    /// Deletes one store or queue with its data.
+    async fn drop_store(&self, app: &str, kind: StoreKind, name: &str) -> DataResult<()> {
+        match kind {
+            StoreKind::Queues => self.queues.drop_queue(app, name).await,
+            _ => self.stores.drop_store(app, kind, name).await,
+        }
+    }
+
     /// Deletes the stores of `old` that `next` does not declare. A failure is
     /// logged: the data stays, and the next deploy or restart tries nothing
     /// else with it.
@@ -299,7 +318,7 @@ impl Control {
             if next.is_some_and(|n| n.has_store(kind, store)) {
                 continue;
             }
-            match self.stores.drop_store(&old.name, kind, store).await {
+            match self.drop_store(&old.name, kind, store).await {
                 Ok(()) => tracing::info!(app = %old.name, "deleted {} `{store}`", kind.noun()),
                 Err(err) => {
                     tracing::error!(app = %old.name, "cannot delete {} `{store}`: {err}", kind.noun())
@@ -362,6 +381,13 @@ impl Control {
                     Vec::new()
                 }
             };
+            let mut queues = Vec::new();
+            for name in d.app.queues.keys() {
+                match self.queues.stats(StoreRef::new(&d.app.name, name)).await {
+                    Ok(stats) => queues.push(stats),
+                    Err(err) => tracing::error!(app = %d.app.name, "cannot read queue `{name}`: {err}"),
+                }
+            }
             report.apps.push(AppStatus {
                 name: d.app.name.clone(),
                 deployment: d.stored.deployment,
@@ -378,6 +404,7 @@ impl Control {
                     })
                     .collect(),
                 stores,
+                queues,
             });
         }
         report

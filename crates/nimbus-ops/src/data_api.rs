@@ -23,6 +23,7 @@ use nimbus_core::data::{
 };
 use nimbus_core::duration;
 use nimbus_core::ports::{Body, BoxError};
+use nimbus_core::queue::QueueService;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -35,6 +36,7 @@ pub struct DataApi {
     pub docs: Arc<dyn DocStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub catalog: Arc<dyn StoreCatalog>,
+    pub queues: Arc<dyn QueueService>,
     pub signer: UrlSigner,
     /// Base URL of the gateway, for signed URLs.
     pub gateway_url: String,
@@ -99,12 +101,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
             "/v1/apps/{app}/buckets/{store}/changes",
             get(changes_buckets),
         )
+        .merge(crate::queue_api::routes())
         .layer(axum::Extension(api))
 }
 
-type Api = axum::Extension<Arc<DataApi>>;
-type StorePath = Path<(String, String)>;
-type ItemPath = Path<(String, String, String)>;
+pub(crate) type Api = axum::Extension<Arc<DataApi>>;
+pub(crate) type StorePath = Path<(String, String)>;
+pub(crate) type ItemPath = Path<(String, String, String)>;
 
 /// A data error as an API response.
 pub fn data_error(err: DataError) -> Response {
@@ -115,9 +118,9 @@ pub fn data_error(err: DataError) -> Response {
     error(status, code, &err.to_string())
 }
 
-type Reply = Result<Response, Response>;
+pub(crate) type Reply = Result<Response, Response>;
 
-fn fail(err: DataError) -> Response {
+pub(crate) fn fail(err: DataError) -> Response {
     data_error(err)
 }
 
@@ -126,7 +129,7 @@ fn invalid(message: impl Into<String>) -> Response {
 }
 
 /// Reads a whole request body of at most `limit` bytes.
-async fn read_limited(body: AxumBody, limit: usize, what: &str) -> Result<Bytes, Response> {
+pub(crate) async fn read_limited(body: AxumBody, limit: usize, what: &str) -> Result<Bytes, Response> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(fail(DataError::TooLarge(
@@ -136,7 +139,7 @@ async fn read_limited(body: AxumBody, limit: usize, what: &str) -> Result<Bytes,
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     body: AxumBody,
     limit: usize,
 ) -> Result<T, Response> {
@@ -232,7 +235,7 @@ async fn kv_set(
     Ok(Json(Written { key, version }).into_response())
 }
 
-fn parse_duration(what: &str, text: &str) -> Result<Duration, DataError> {
+pub(crate) fn parse_duration(what: &str, text: &str) -> Result<Duration, DataError> {
     match duration::parse(text) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(DataError::Invalid(format!(

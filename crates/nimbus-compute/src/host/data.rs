@@ -1,19 +1,21 @@
-//! The data layer as guests see it: bindings of `wasi:keyvalue` and `nimbus:data`
-//! (`wit/deps`), the per-instance grants, and the mapping of data errors into
-//! the interfaces' error types. Each interface's calls live in its own module
-//! (`kv`, `docs`, `blobs`); every one checks the grant before touching a port.
+//! The platform services as guests see them: bindings of the `platform` world
+//! (`wasi:keyvalue`, `nimbus:data`, `nimbus:integration`; `wit/`), the
+//! per-instance grants, and the mapping of data errors into the interfaces' error
+//! types. Each interface's calls live in its own module (`kv`, `docs`, `blobs`,
+//! `queues`); every one checks the grant before touching a port.
 
 use std::sync::Arc;
 
 use nimbus_core::app::{Grant, StoreKind};
 use nimbus_core::data::{BlobStore, DataError, DocStore, KvStore, StoreRef};
+use nimbus_core::queue::QueueService;
 
 use super::LogTag;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "nimbus:data/imports",
+        world: "nimbus:function/platform",
         imports: {
             "wasi:keyvalue/store.[method]bucket.get": trappable,
             "wasi:keyvalue/store.[method]bucket.exists": trappable,
@@ -38,6 +40,7 @@ pub struct DataPorts {
     pub kv: Arc<dyn KvStore>,
     pub docs: Arc<dyn DocStore>,
     pub blobs: Arc<dyn BlobStore>,
+    pub queues: Arc<dyn QueueService>,
 }
 
 /// What one instance may touch, and through which ports.

@@ -8,6 +8,7 @@ mod docs;
 mod kv;
 mod log;
 mod outbound;
+mod queues;
 
 use std::sync::Arc;
 
@@ -67,7 +68,7 @@ impl HostState {
 pub fn add_data_to_linker(
     linker: &mut wasmtime::component::Linker<HostState>,
 ) -> wasmtime::Result<()> {
-    data::bindings::Imports::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+    data::bindings::Platform::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
         linker,
         |state| state,
     )
