@@ -5,7 +5,13 @@
 #             (GET of random seeded keys, PUT of a new key per request), a GET through
 #             the fixture function on the gateway; redis-server + redis-benchmark at
 #             the same concurrency, without persistence and with AOF `appendfsync
-#             always` (Nimbus fsyncs every acknowledged write). Rounds interleaved.
+#             always` (Nimbus fsyncs every acknowledged write). A second node on a
+#             copy of the seeded data dir runs with `--durability crash` (no fsync per
+#             commit; peer names nimbus-crash-*): API GET and SET and the host-call
+#             set, against redis with AOF `appendfsync no` (acknowledged writes reach
+#             the OS before the reply, as in crash mode) and without persistence.
+#             Each node's RSS after each API run (and growth per SET) is recorded.
+#             Rounds interleaved.
 #   docs      1 M documents seeded straight into SQLite (the node stopped), then
 #             sequential queries over the API (one keep-alive connection) on an
 #             indexed field, the same filter on an unindexed field, and an unindexed
@@ -16,7 +22,8 @@
 #
 # Env: ROUNDS=3 DURATION=10 CONNS=16 DOCS=1000000 KV_KEYS=100000 VALUE_BYTES=64
 #      HOSTCALL_GETS=1000000 HOSTCALL_SETS=2000 QUERIES=2000 SCANS=20 OBJ_MIB=256
-#      REDIS_N=200000 REDIS_AOF_N=30000 (redis-benchmark -n; AOF always does ~3-5k SET/s here)
+#      REDIS_N=200000 REDIS_AOF_N=200000 (redis-benchmark -n, for each of SET and GET;
+#      AOF always does ~35-40k SET/s here)
 #      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) NIMBUS_COMMIT=<the
 #      binary's commit, if not HEAD> RESULTS=<tsv copy>
 set -euo pipefail
@@ -35,13 +42,14 @@ HOSTCALL_SETS=${HOSTCALL_SETS:-2000}
 QUERIES=${QUERIES:-2000}
 SCANS=${SCANS:-20}
 REDIS_N=${REDIS_N:-200000}
-REDIS_AOF_N=${REDIS_AOF_N:-30000}
+REDIS_AOF_N=${REDIS_AOF_N:-200000}
 OBJ_MIB=${OBJ_MIB:-256}
 OUT=${OUT:-$WORK/results/nimbus-data-$(date +%Y%m%dT%H%M%S)}
 NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
-FIXTURE=${FIXTURE:-$ROOT/test-programs/target/wasm32-wasip2/release/data_fixture.wasm}
+FIXTURE=${FIXTURE:-$CARGO_TARGET_DIR/wasm32-wasip2/release/data_fixture.wasm} # lib.sh sets CARGO_TARGET_DIR
 RESULTS=${RESULTS:-$ROOT/docs/bench-results/data-$(date +%Y-%m-%d).tsv}
-GW=18110 ADMIN=18210 REDIS_MEM=18120 REDIS_AOF=18121
+GW=18110 ADMIN=18210 REDIS_MEM=18120 REDIS_AOF=18121 REDIS_AOF_NO=18122
+GW_CRASH=18111 ADMIN_CRASH=18211
 if [ -e "$OUT/raw.tsv" ]; then echo "$OUT holds results already; pick another OUT" >&2; exit 1; fi
 mkdir -p "$OUT"
 trap stop_all EXIT INT TERM
@@ -125,13 +133,13 @@ indexes = ["status"]
 [buckets.b]
 TOML
 
-start_nimbus() {
-  start_server nimbus "$OUT/nimbus.server.log" "$NIMBUS" serve --listen "127.0.0.1:$GW" \
-    --admin-listen "127.0.0.1:$ADMIN" --data-dir "$DATA"
-  NIMBUS_PID=$LAST_PID
-  wait_tcp 127.0.0.1 "$ADMIN" 60
+start_nimbus() { # NAME DATA_DIR GW_PORT ADMIN_PORT [SERVE ARGS...]; sets LAST_PID
+  local name=$1 dir=$2 gw=$3 admin=$4; shift 4
+  start_server "$name" "$OUT/$name.server.log" "$NIMBUS" serve --listen "127.0.0.1:$gw" \
+    --admin-listen "127.0.0.1:$admin" --data-dir "$dir" "$@"
+  wait_tcp 127.0.0.1 "$admin" 60
 }
-start_nimbus
+start_nimbus nimbus "$DATA" "$GW" "$ADMIN"; NIMBUS_PID=$LAST_PID
 "$NIMBUS" deploy "$APP" --server "http://127.0.0.1:$ADMIN" --data-dir "$DATA" >"$OUT/deploy.log" 2>&1
 stop_pid "$NIMBUS_PID"
 
@@ -156,14 +164,23 @@ COMMIT;
 SQL
 put 1 seed sqlite3 - seconds "$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")"
 sqlite3 "$DB" "SELECT count(*) FROM data_docs WHERE store_id = $DOCS_ID" >"$OUT/docs.count"
-start_nimbus
+# The crash-durability node: the same seeded state, its own copy (node stopped).
+DATA_CRASH="$OUT/nimbus-crash-data"
+cp -a "$DATA" "$DATA_CRASH"
+start_nimbus nimbus "$DATA" "$GW" "$ADMIN"; NIMBUS_PID=$LAST_PID
+start_nimbus nimbus-crash "$DATA_CRASH" "$GW_CRASH" "$ADMIN_CRASH" --durability crash; CRASH_PID=$LAST_PID
 TOKEN=$(cat "$DATA/admin-token")
+CRASH_TOKEN=$(cat "$DATA_CRASH/admin-token")
 AUTH=(-H "Authorization: Bearer $TOKEN")
 API="http://127.0.0.1:$ADMIN/v1/apps/bench"
 curl -fsS "${AUTH[@]}" "$API/kv/k/keys/k000001" >/dev/null || { echo "seeded key not readable" >&2; exit 1; }
+curl -fsS -H "Authorization: Bearer $CRASH_TOKEN" "http://127.0.0.1:$ADMIN_CRASH/v1/apps/bench/kv/k/keys/k000001" \
+  >/dev/null || { echo "seeded key not readable on the crash node" >&2; exit 1; }
 wait_http "http://127.0.0.1:$GW/kv/get?store=k&key=k000001" 30 >/dev/null
+wait_http "http://127.0.0.1:$GW_CRASH/kv/get?store=k&key=k000001" 30 >/dev/null
+echo "rss_mib at start: nimbus $(rss_mib "$NIMBUS_PID") nimbus-crash $(rss_mib "$CRASH_PID")" >>"$OUT/env.txt"
 
-# --- redis: no persistence, and AOF fsync always ------------------------------------
+# --- redis: no persistence, AOF fsync always, AOF without fsync --------------------
 start_redis() { # NAME PORT ARGS...
   local name=$1 port=$2; shift 2
   mkdir -p "$OUT/$name"
@@ -173,17 +190,18 @@ start_redis() { # NAME PORT ARGS...
 }
 start_redis redis "$REDIS_MEM" --appendonly no; REDIS_MEM_PID=$LAST_PID
 start_redis redis-aof-always "$REDIS_AOF" --appendonly yes --appendfsync always; REDIS_AOF_PID=$LAST_PID
+start_redis redis-aof-no "$REDIS_AOF_NO" --appendonly yes --appendfsync no; REDIS_AOF_NO_PID=$LAST_PID
 
 # --- kv: host calls inside one request -------------------------------------------------
-hostcall() { # ROUND PEER OP N
-  local line
+hostcall() { # ROUND PEER OP N [GATEWAY_PORT]
+  local line gw=${5:-$GW}
   if [ "$3" = set ]; then
     line=$(on_client_cpu curl -fsS -X POST --data-binary "$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' v)" \
-      "http://127.0.0.1:$GW/kv/bench?store=k&op=set&key=hs$1-&n=$4")
+      "http://127.0.0.1:$gw/kv/bench?store=k&op=set&key=hs$1-&n=$4")
   else
-    line=$(on_client_cpu curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=$3&key=k000001&n=$4")
+    line=$(on_client_cpu curl -fsS "http://127.0.0.1:$gw/kv/bench?store=k&op=$3&key=k000001&n=$4")
   fi
-  echo "$line" >>"$OUT/hostcall.log"
+  echo "$2 $line" >>"$OUT/hostcall.log"
   case $line in *"found=$4"*) ;; *) echo "host-call bench failed: $line" >&2; exit 1 ;; esac
   put "$1" "kv_${3#sdk-}" "$2" 1 ops_s "$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="ops_per_sec" {print $2}')"
 }
@@ -191,18 +209,28 @@ curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=get&key=k000001&n=10000" >"$
 
 # --- kv over the API (wrk) and redis-benchmark, interleaved ----------------------------
 v() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
-wrk_kv() { # ROUND MODE PEER TEST URL
-  local t0 t1 s0 s1 line
-  t0=$(cpu_ticks "$NIMBUS_PID"); s0=$(date +%s.%N)
-  line=$(KV_MODE=$2 KV_KEYS=$KV_KEYS KV_VALUE_BYTES=$VALUE_BYTES NIMBUS_TOKEN=$TOKEN KV_TAG="r$1" \
+wrk_kv() { # ROUND MODE PEER TEST URL [NODE_PID] [TOKEN]
+  local t0 t1 s0 s1 line pid=${6:-$NIMBUS_PID} rss0 rss1
+  rss0=$(rss_mib "$pid")
+  t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
+  line=$(KV_MODE=$2 KV_KEYS=$KV_KEYS KV_VALUE_BYTES=$VALUE_BYTES NIMBUS_TOKEN=${7:-$TOKEN} KV_TAG="r$1" \
     on_client_cpu "$WRK" -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$ROOT/bench/data-kv.lua" "$5" |
     grep '^RESULT')
-  t1=$(cpu_ticks "$NIMBUS_PID"); s1=$(date +%s.%N)
+  t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
+  rss1=$(rss_mib "$pid")
   [ "$(v non2xx)" = 0 ] && [ "$(v sock_errors)" = 0 ] || { echo "wrk errors: $line" >&2; exit 1; }
   put "$1" "$4" "$3" "$CONNS" ops_s "$(v rps)"
   put "$1" "$4" "$3" "$CONNS" p50_us "$(v p50_us)"
   put "$1" "$4" "$3" "$CONNS" p99_us "$(v p99_us)"
   put "$1" "$4" "$3" "$CONNS" server_cpu_pct "$(python3 -c "print(f'{100*($t1-$t0)/$HZ/($s1-$s0):.0f}')")"
+  # The node's RSS right after the run; for SETs (one new key each) also the growth
+  # per write over the run, in bytes.
+  put "$1" "$4" "$3" "$CONNS" rss_mib "$rss1"
+  if [ "$2" = set ]; then
+    put "$1" "$4" "$3" "$CONNS" writes "$(v requests)"
+    put "$1" "$4" "$3" "$CONNS" rss_growth_b_per_write \
+      "$(python3 -c "print(f'{($rss1 - $rss0) * 1048576 / max(1, $(v requests)):.0f}')")"
+  fi
 }
 redis_kv() { # ROUND NAME PORT PID REQUESTS
   local t0 t1 s0 s1 csv
@@ -228,6 +256,8 @@ for r in csv.DictReader(sys.stdin):
 log "kv: warm-up"
 KV_MODE=get KV_KEYS=$KV_KEYS NIMBUS_TOKEN=$TOKEN on_client_cpu "$WRK" -t1 -c"$CONNS" -d2s \
   -s "$ROOT/bench/data-kv.lua" "http://127.0.0.1:$ADMIN/" >/dev/null
+KV_MODE=get KV_KEYS=$KV_KEYS NIMBUS_TOKEN=$CRASH_TOKEN on_client_cpu "$WRK" -t1 -c"$CONNS" -d2s \
+  -s "$ROOT/bench/data-kv.lua" "http://127.0.0.1:$ADMIN_CRASH/" >/dev/null
 for r in $(seq "$ROUNDS"); do
   wait_idle
   log "kv round $r"
@@ -235,13 +265,18 @@ for r in $(seq "$ROUNDS"); do
   hostcall "$r" nimbus-hostcall-wasi get "$HOSTCALL_GETS"
   hostcall "$r" nimbus-hostcall-sdk sdk-get "$HOSTCALL_GETS"
   hostcall "$r" nimbus-hostcall set "$HOSTCALL_SETS"
+  hostcall "$r" nimbus-crash-hostcall set "$HOSTCALL_SETS" "$GW_CRASH"
   wrk_kv "$r" get nimbus-api kv_get "http://127.0.0.1:$ADMIN/"
+  wrk_kv "$r" get nimbus-crash-api kv_get "http://127.0.0.1:$ADMIN_CRASH/" "$CRASH_PID" "$CRASH_TOKEN"
   wrk_kv "$r" set nimbus-api kv_set "http://127.0.0.1:$ADMIN/"
+  wrk_kv "$r" set nimbus-crash-api kv_set "http://127.0.0.1:$ADMIN_CRASH/" "$CRASH_PID" "$CRASH_TOKEN"
   wrk_kv "$r" fn-get nimbus-function kv_get "http://127.0.0.1:$GW/"
   redis_kv "$r" redis "$REDIS_MEM" "$REDIS_MEM_PID" "$REDIS_N"
   redis_kv "$r" redis-aof-always "$REDIS_AOF" "$REDIS_AOF_PID" "$REDIS_AOF_N"
+  redis_kv "$r" redis-aof-no "$REDIS_AOF_NO" "$REDIS_AOF_NO_PID" "$REDIS_N"
 done
-stop_pid "$REDIS_MEM_PID"; stop_pid "$REDIS_AOF_PID"
+echo "nimbus-crash rss_mib after kv $(rss_mib "$CRASH_PID")" >>"$OUT/env.txt"
+stop_pid "$REDIS_MEM_PID"; stop_pid "$REDIS_AOF_PID"; stop_pid "$REDIS_AOF_NO_PID"; stop_pid "$CRASH_PID"
 
 # --- documents ----------------------------------------------------------------------
 wait_idle
@@ -289,7 +324,7 @@ got=$(curl -fsS "${AUTH[@]}" "$API/buckets/b/objects/obj-1" | sha256sum | cut -d
 [ "$got" = "$(sha256sum "$SRC" | cut -d' ' -f1)" ] || { echo "object read back differs" >&2; exit 1; }
 rm -f "$SRC" "$OUT/object.copy"
 
-echo "nimbus rss_mib $(rss_mib "$NIMBUS_PID")" >>"$OUT/env.txt"
+echo "nimbus rss_mib at the end $(rss_mib "$NIMBUS_PID")" >>"$OUT/env.txt"
 stop_all
 mkdir -p "$(dirname "$RESULTS")"
 cp "$RAW" "$RESULTS"

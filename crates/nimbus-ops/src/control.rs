@@ -12,10 +12,10 @@ use nimbus_core::api::{
 use nimbus_core::app::App;
 use nimbus_core::app::StoreKind;
 use nimbus_core::data::{DataResult, StoreCatalog, StoreRef};
-use nimbus_core::queue::QueueService;
 use nimbus_core::manifest::Manifest;
 use nimbus_core::plan::Plan;
 use nimbus_core::ports::Invoker;
+use nimbus_core::queue::QueueService;
 use nimbus_data::{Database, DbError, FileStore, sha256_hex};
 use tokio::sync::{Mutex, RwLock};
 
@@ -385,7 +385,9 @@ impl Control {
             for name in d.app.queues.keys() {
                 match self.queues.stats(StoreRef::new(&d.app.name, name)).await {
                     Ok(stats) => queues.push(stats),
-                    Err(err) => tracing::error!(app = %d.app.name, "cannot read queue `{name}`: {err}"),
+                    Err(err) => {
+                        tracing::error!(app = %d.app.name, "cannot read queue `{name}`: {err}")
+                    }
                 }
             }
             report.apps.push(AppStatus {

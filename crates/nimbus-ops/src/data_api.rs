@@ -129,7 +129,11 @@ fn invalid(message: impl Into<String>) -> Response {
 }
 
 /// Reads a whole request body of at most `limit` bytes.
-pub(crate) async fn read_limited(body: AxumBody, limit: usize, what: &str) -> Result<Bytes, Response> {
+pub(crate) async fn read_limited(
+    body: AxumBody,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, Response> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(fail(DataError::TooLarge(

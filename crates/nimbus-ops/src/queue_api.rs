@@ -69,11 +69,7 @@ fn send_options(q: SendQuery, headers: &HeaderMap) -> Result<SendOptions, DataEr
         }
     }
     Ok(SendOptions {
-        delay: q
-            .delay
-            .as_deref()
-            .map(|d| parse_delay(d))
-            .transpose()?,
+        delay: q.delay.as_deref().map(|d| parse_delay(d)).transpose()?,
         attributes,
         group_id: q.group_id,
         dedup_id: q.dedup_id,
@@ -82,7 +78,11 @@ fn send_options(q: SendQuery, headers: &HeaderMap) -> Result<SendOptions, DataEr
 
 /// A delay may be zero, unlike other durations.
 fn parse_delay(text: &str) -> Result<Duration, DataError> {
-    if text.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+    if text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        == "0"
+    {
         return Ok(Duration::ZERO);
     }
     parse_duration("delay", text)
@@ -150,7 +150,12 @@ async fn send_batch(api: Api, Path((app, queue)): StorePath, body: AxumBody) -> 
     }
     let mut entries = Vec::with_capacity(req.entries.len());
     for e in req.entries {
-        let delay = e.delay.as_deref().map(parse_delay).transpose().map_err(fail)?;
+        let delay = e
+            .delay
+            .as_deref()
+            .map(parse_delay)
+            .transpose()
+            .map_err(fail)?;
         let options = SendOptions {
             delay,
             attributes: e.attributes,
@@ -180,7 +185,12 @@ struct ReceiveQuery {
 }
 
 async fn receive(api: Api, Path((app, queue)): StorePath, Query(q): Query<ReceiveQuery>) -> Reply {
-    let wait = q.wait.as_deref().map(parse_delay).transpose().map_err(fail)?;
+    let wait = q
+        .wait
+        .as_deref()
+        .map(parse_delay)
+        .transpose()
+        .map_err(fail)?;
     let visibility = q
         .visibility
         .as_deref()

@@ -333,6 +333,9 @@ pub fn render_status(report: &StatusReport) -> String {
     if stores.len() > 1 {
         tables.push(stores);
     }
+    if queues.len() > 1 {
+        tables.push(queues);
+    }
     for table in tables {
         out.push('\n');
         out.push_str(&table_text(&table));

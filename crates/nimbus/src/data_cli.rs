@@ -741,3 +741,221 @@ pub async fn changes(
     print!("{}", table_text(&rows));
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Send BODY (`@FILE`, `@-`); prints the message id once it is durable.
+    Send {
+        queue: String,
+        body: String,
+        /// Delay before the message becomes visible, e.g. `30s`.
+        #[arg(long)]
+        delay: Option<String>,
+        /// FIFO queues: the message group.
+        #[arg(long)]
+        group: Option<String>,
+        /// FIFO queues: the deduplication id.
+        #[arg(long)]
+        dedup_id: Option<String>,
+        /// Attribute `NAME=VALUE` (repeatable).
+        #[arg(long = "attr")]
+        attributes: Vec<String>,
+    },
+    /// Receive messages (they stay in the queue, invisible, unless --delete).
+    Recv {
+        queue: String,
+        /// At most this many (1 to 10).
+        #[arg(long, default_value_t = 1)]
+        max: usize,
+        /// Wait up to this many seconds for a first message (long polling, at most 20).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Visibility timeout of these deliveries, e.g. `5m`.
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Delete each message after printing it.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Delete a received message by its receipt.
+    Del { queue: String, receipt: String },
+    /// Delete every message of the queue.
+    Purge { queue: String },
+    /// Depth, in-flight count and age of the oldest message.
+    Stats { queue: String },
+    /// Move every message of a dead-letter queue back to its source queue.
+    Redrive { queue: String },
+}
+
+pub async fn queue(client: &Client, command: QueueCommand, json_out: bool) -> CliResult {
+    match command {
+        QueueCommand::Send {
+            queue,
+            body,
+            delay,
+            group,
+            dedup_id,
+            attributes,
+        } => {
+            let (app, queue) = split_store(&queue)?;
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(d) = delay {
+                query.push(("delay", d));
+            }
+            if let Some(g) = group {
+                query.push(("group_id", g));
+            }
+            if let Some(d) = dedup_id {
+                query.push(("dedup_id", d));
+            }
+            let mut req = client
+                .request(
+                    Method::POST,
+                    &format!("/v1/apps/{app}/queues/{queue}/messages"),
+                )
+                .query(&query)
+                .body(read_data(Some(body))?);
+            for a in &attributes {
+                let (name, value) = a
+                    .split_once('=')
+                    .with_context(|| format!("invalid --attr `{a}`: expected NAME=VALUE"))?;
+                req = req.header(format!("x-nimbus-attr-{}", name.trim()), value.trim());
+            }
+            let sent: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&sent);
+            } else if sent["deduplicated"] == true {
+                println!(
+                    "{} (duplicate: not enqueued again)",
+                    sent["message_id"].as_str().unwrap_or_default()
+                );
+            } else {
+                println!("{}", sent["message_id"].as_str().unwrap_or_default());
+            }
+        }
+        QueueCommand::Recv {
+            queue,
+            max,
+            wait,
+            visibility,
+            delete,
+        } => {
+            let (app, queue) = split_store(&queue)?;
+            let mut query = vec![("max", max.to_string()), ("wait", format!("{wait}s"))];
+            if let Some(v) = visibility {
+                query.push(("visibility", v));
+            }
+            let req = client
+                .request(
+                    Method::GET,
+                    &format!("/v1/apps/{app}/queues/{queue}/messages"),
+                )
+                .query(&query);
+            let result: Value = client.send_json(req).await?;
+            let messages = result["messages"].as_array().cloned().unwrap_or_default();
+            if json_out {
+                print_json(&result);
+            } else {
+                for m in &messages {
+                    println!(
+                        "{}  receives={}  receipt={}\n{}",
+                        m["message_id"].as_str().unwrap_or_default(),
+                        m["receive_count"],
+                        m["receipt"].as_str().unwrap_or_default(),
+                        m["body"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            if delete {
+                for m in &messages {
+                    let receipt = m["receipt"].as_str().unwrap_or_default();
+                    let req = client.request(
+                        Method::DELETE,
+                        &format!(
+                            "/v1/apps/{app}/queues/{queue}/messages/{}",
+                            escape_segment(receipt)
+                        ),
+                    );
+                    client.send(req).await?;
+                }
+            }
+        }
+        QueueCommand::Del { queue, receipt } => {
+            let (app, queue) = split_store(&queue)?;
+            let req = client.request(
+                Method::DELETE,
+                &format!(
+                    "/v1/apps/{app}/queues/{queue}/messages/{}",
+                    escape_segment(&receipt)
+                ),
+            );
+            let result: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&result);
+            } else if result["deleted"] == true {
+                println!("deleted");
+            } else {
+                println!(
+                    "not deleted: the receipt is not current (the message was received again or is gone)"
+                );
+            }
+        }
+        QueueCommand::Purge { queue } => {
+            let (app, queue) = split_store(&queue)?;
+            let req = client.request(
+                Method::POST,
+                &format!("/v1/apps/{app}/queues/{queue}/purge"),
+            );
+            let result: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&result);
+            } else {
+                println!("purged {} message(s)", result["purged"]);
+            }
+        }
+        QueueCommand::Stats { queue } => {
+            let (app, queue) = split_store(&queue)?;
+            let req = client.request(Method::GET, &format!("/v1/apps/{app}/queues/{queue}"));
+            let stats: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&stats);
+            } else {
+                let rows = vec![
+                    ["VISIBLE", "IN FLIGHT", "DELAYED", "OLDEST"]
+                        .map(String::from)
+                        .to_vec(),
+                    vec![
+                        stats["visible"].to_string(),
+                        stats["in_flight"].to_string(),
+                        stats["delayed"].to_string(),
+                        format_age(stats["oldest_age_ms"].as_u64().unwrap_or(0)),
+                    ],
+                ];
+                print!("{}", table_text(&rows));
+            }
+        }
+        QueueCommand::Redrive { queue } => {
+            let (app, queue) = split_store(&queue)?;
+            let req = client.request(
+                Method::POST,
+                &format!("/v1/apps/{app}/queues/{queue}/redrive"),
+            );
+            let result: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&result);
+            } else {
+                println!("moved {} message(s) back", result["moved"]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `0s`, `12s`, `3m`, `2h`.
+pub fn format_age(ms: u64) -> String {
+    match ms / 1000 {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}

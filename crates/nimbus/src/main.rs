@@ -100,6 +100,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Queues: send, recv, del, purge, stats, redrive (queues named APP/QUEUE).
+    Queue {
+        #[command(subcommand)]
+        command: data_cli::QueueCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A store's change feed (CloudEvents, oldest first), e.g. `shop/kv/carts`.
     Changes {
         /// APP/KIND/NAME with KIND kv, docs or buckets.
@@ -244,6 +251,9 @@ fn main() -> ExitCode {
             }
             Command::Blob { command, client } => {
                 data_cli::blob(&client.connect()?, command, client.json).await
+            }
+            Command::Queue { command, client } => {
+                data_cli::queue(&client.connect()?, command, client.json).await
             }
             Command::Changes {
                 store,

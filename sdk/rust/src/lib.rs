@@ -4,13 +4,14 @@
 //!   Nimbus's versions, compare-and-swap, TTLs and prefix listing.
 //! - [`docs`]: document stores: JSON documents with revisions and queries.
 //! - [`blobs`]: buckets of objects.
+//! - [`queues`]: message queues (send, receive with long polling, delete).
 //!
 //! A function may touch only the stores its manifest entry names in `uses`:
 //!
 //! ```toml
 //! [functions.api]
 //! source = "target/wasm32-wasip2/release/api.wasm"
-//! uses = ["kv:carts", "docs:orders", "bucket:images"]
+//! uses = ["kv:carts", "docs:orders", "bucket:images", "queue:orders"]
 //! ```
 //!
 //! Any other store answers [`Error::NotGranted`].
@@ -39,7 +40,7 @@
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "nimbus:data/imports",
+        world: "nimbus:function/platform",
         generate_all,
     });
 }
@@ -48,6 +49,7 @@ pub mod blobs;
 pub mod docs;
 mod error;
 pub mod kv;
+pub mod queues;
 
 pub use error::Error;
 

@@ -8,7 +8,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use nimbus_sdk::{Error, blobs, docs, kv};
+use nimbus_sdk::{Error, blobs, docs, kv, queues};
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -143,6 +143,7 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
             p_ if p_.starts_with("/kv/") => kv_op(&path[4..], &p, body),
             p_ if p_.starts_with("/docs/") => docs_op(&path[6..], &p, body),
             p_ if p_.starts_with("/blobs/") => blobs_op(&path[7..], &p, body),
+            p_ if p_.starts_with("/queues/") => queues_op(&path[8..], &p, body),
             _ => Ok(status(404, "unknown fixture path")),
         };
         respond(out, result.unwrap_or_else(fail));
@@ -373,5 +374,44 @@ fn blobs_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
             ))
         }
         _ => status(404, "unknown blobs op"),
+    })
+}
+
+fn queues_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
+    let queue = queues::Queue::new(p.req("queue"));
+    Ok(match op {
+        "send" => {
+            let options = queues::Send {
+                delay: p.num("delay_ms").map(Duration::from_millis),
+                attributes: vec![("from".to_string(), "guest".to_string())],
+                group_id: p.get("group").map(str::to_string),
+                dedup_id: p.get("dedup").map(str::to_string),
+            };
+            ok(queue.send_with(&body, options)?)
+        }
+        "recv" => {
+            let max = p.num("max").unwrap_or(1) as u32;
+            let wait = Duration::from_millis(p.num("wait_ms").unwrap_or(0));
+            let messages = queue.receive(max, wait)?;
+            let lines: Vec<String> = messages
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} {}",
+                        m.receipt,
+                        m.receive_count,
+                        String::from_utf8_lossy(&m.body)
+                    )
+                })
+                .collect();
+            ok(lines.join("\n"))
+        }
+        "del" => ok(queue.delete(p.req("receipt"))?.to_string()),
+        "hide" => {
+            let ms = p.num("ms").unwrap_or(0);
+            queue.change_visibility(p.req("receipt"), Duration::from_millis(ms))?;
+            ok("ok")
+        }
+        _ => status(404, "unknown queues op"),
     })
 }

@@ -29,7 +29,10 @@ impl wit::Host for HostState {
                 group_id: options.group_id,
                 dedup_id: options.dedup_id,
             };
-            data.ports.queues.send(store, Bytes::from(body), options).await
+            data.ports
+                .queues
+                .send(store, Bytes::from(body), options)
+                .await
         }
         .await;
         Ok(result
@@ -96,7 +99,10 @@ impl wit::Host for HostState {
         let result = async {
             let store = data.granted(StoreKind::Queues, &queue)?;
             let timeout = Duration::from_millis(timeout_ms);
-            data.ports.queues.change_visibility(store, &receipt, timeout).await
+            data.ports
+                .queues
+                .change_visibility(store, &receipt, timeout)
+                .await
         }
         .await;
         Ok(result.map_err(to_wit))

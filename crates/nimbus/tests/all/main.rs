@@ -7,5 +7,6 @@ mod gateway;
 mod hello_example;
 mod limits;
 mod manifest_errors;
+mod queues;
 mod shop_example;
 mod support;
