@@ -23,7 +23,8 @@
 # Env: ROUNDS=3 DURATION=10 CONNS=16 DOCS=1000000 KV_KEYS=100000 VALUE_BYTES=64
 #      HOSTCALL_GETS=1000000 HOSTCALL_SETS=2000 QUERIES=2000 SCANS=20 OBJ_MIB=256
 #      REDIS_N=200000 REDIS_AOF_N=200000 (redis-benchmark -n, for each of SET and GET;
-#      AOF always does ~35-40k SET/s here)
+#      AOF always does ~35-40k SET/s here) OTHER_MAX=20 RETRIES=4 (see probe_end)
+#      IDLE_WAIT=600
 #      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) NIMBUS_COMMIT=<the
 #      binary's commit, if not HEAD> RESULTS=<tsv copy>
 set -euo pipefail
@@ -44,9 +45,14 @@ SCANS=${SCANS:-20}
 REDIS_N=${REDIS_N:-200000}
 REDIS_AOF_N=${REDIS_AOF_N:-200000}
 OBJ_MIB=${OBJ_MIB:-256}
+OTHER_MAX=${OTHER_MAX:-20}
+RETRIES=${RETRIES:-4}
 OUT=${OUT:-$WORK/results/nimbus-data-$(date +%Y%m%dT%H%M%S)}
 NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
-FIXTURE=${FIXTURE:-$CARGO_TARGET_DIR/wasm32-wasip2/release/data_fixture.wasm} # lib.sh sets CARGO_TARGET_DIR
+# The fixture is built from this tree into its own target dir (not lib.sh's shared
+# CARGO_TARGET_DIR, where other trees' test programs land under the same name).
+FIXTURE_TARGET=${FIXTURE_TARGET:-$ROOT/test-programs/target}
+FIXTURE=${FIXTURE:-$FIXTURE_TARGET/wasm32-wasip2/release/data_fixture.wasm}
 RESULTS=${RESULTS:-$ROOT/docs/bench-results/data-$(date +%Y-%m-%d).tsv}
 GW=18110 ADMIN=18210 REDIS_MEM=18120 REDIS_AOF=18121 REDIS_AOF_NO=18122
 GW_CRASH=18111 ADMIN_CRASH=18211
@@ -60,7 +66,8 @@ if [ -z "${NIMBUS_PREBUILT:-}" ]; then
   (cd "$ROOT" && cargo build -q --release -p nimbus)
 fi
 log "building the data fixture"
-cargo build -q --release --target wasm32-wasip2 --manifest-path "$ROOT/test-programs/Cargo.toml"
+CARGO_TARGET_DIR=$FIXTURE_TARGET cargo build -q --release --target wasm32-wasip2 \
+  --manifest-path "$ROOT/test-programs/Cargo.toml"
 for tool in "$WRK" redis-server redis-benchmark sqlite3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (run $SHARED/setup.sh; apt sqlite3)" >&2; exit 1; }
 done
@@ -71,12 +78,14 @@ done
   echo "sqlite3 cli: $(sqlite3 --version | cut -d' ' -f1)"
   echo "nimbus: $("$NIMBUS" --version) (${NIMBUS_COMMIT:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
   echo "nimbus binary: $NIMBUS"
+  echo "fixture: $FIXTURE (built from $ROOT/test-programs)"
   echo "work tree changes under crates/: $(cd "$ROOT" && git status --porcelain crates sdk | wc -l) files"
   echo "rustc: $(rustc --version)"
   echo "disk: $(df -h "$OUT" | awk 'NR==2 {print $1, $2}') ($(findmnt -no FSTYPE -T "$OUT"))"
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS DOCS=$DOCS KV_KEYS=$KV_KEYS" \
     "VALUE_BYTES=$VALUE_BYTES HOSTCALL_GETS=$HOSTCALL_GETS HOSTCALL_SETS=$HOSTCALL_SETS" \
-    "QUERIES=$QUERIES SCANS=$SCANS OBJ_MIB=$OBJ_MIB REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N"
+    "QUERIES=$QUERIES SCANS=$SCANS OBJ_MIB=$OBJ_MIB REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N" \
+    "OTHER_MAX=$OTHER_MAX RETRIES=$RETRIES"
 } | tee "$OUT/env.txt"
 
 RAW="$OUT/raw.tsv"
@@ -106,6 +115,37 @@ while True:
         print(f"{time.strftime('%T')} cpu busy {b:.0f}% after waiting {time.time() - t:.0f}s")
         break
 PY
+}
+
+# ...and, since a build can start in the middle of a run, each KV measurement is
+# bracketed: the machine's user+system ticks (both cores) minus the server's and the
+# load generator's (this shell's waited-for children, from `times`) are the other
+# processes' share, as % of one core (`other_cpu_pct`). Above OTHER_MAX the
+# measurement is discarded, and repeated after wait_idle, up to RETRIES times.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
+child_ticks() { # sets CHILD_TICKS; not in $(...): `times` must run in this shell
+  times >"$OUT/times.txt"
+  CHILD_TICKS=$(awk -v hz="$HZ" 'NR == 2 { t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%d", t * hz }' "$OUT/times.txt")
+}
+probe_start() { # SERVER_PID
+  child_ticks; P_C0=$CHILD_TICKS; P_B0=$(busy_ticks); P_S0=$(cpu_ticks "$1"); P_T0=$(date +%s.%N)
+}
+probe_end() { # SERVER_PID; sets SERVER_PCT and OTHER_PCT
+  local t1 s1 b1
+  t1=$(date +%s.%N); s1=$(cpu_ticks "$1"); b1=$(busy_ticks); child_ticks
+  read -r SERVER_PCT OTHER_PCT < <(python3 -c "
+d = ($t1 - $P_T0) * $HZ / 100
+print(f'{($s1 - $P_S0) / d:.0f}', f'{max(0, ($b1 - $P_B0) - ($s1 - $P_S0) - ($CHILD_TICKS - $P_C0)) / d:.0f}')")
+}
+# retry_if_disturbed LABEL ATTEMPT: true (after waiting for idle) if the measurement
+# just taken should be repeated.
+retry_if_disturbed() {
+  [ "$OTHER_PCT" -gt "$OTHER_MAX" ] && [ "$2" -lt "$RETRIES" ] || return 1
+  log "$1: other processes took $OTHER_PCT% of a core; repeating"
+  echo "$(date +%T) $1 attempt $2 discarded: other_cpu_pct $OTHER_PCT" >>"$OUT/load.log"
+  wait_idle
 }
 
 # --- the node: deploy once, stop, seed SQLite, start again -------------------------
@@ -193,36 +233,47 @@ start_redis redis-aof-always "$REDIS_AOF" --appendonly yes --appendfsync always;
 start_redis redis-aof-no "$REDIS_AOF_NO" --appendonly yes --appendfsync no; REDIS_AOF_NO_PID=$LAST_PID
 
 # --- kv: host calls inside one request -------------------------------------------------
-hostcall() { # ROUND PEER OP N [GATEWAY_PORT]
-  local line gw=${5:-$GW}
-  if [ "$3" = set ]; then
-    line=$(on_client_cpu curl -fsS -X POST --data-binary "$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' v)" \
-      "http://127.0.0.1:$gw/kv/bench?store=k&op=set&key=hs$1-&n=$4")
-  else
-    line=$(on_client_cpu curl -fsS "http://127.0.0.1:$gw/kv/bench?store=k&op=$3&key=k000001&n=$4")
-  fi
-  echo "$2 $line" >>"$OUT/hostcall.log"
-  case $line in *"found=$4"*) ;; *) echo "host-call bench failed: $line" >&2; exit 1 ;; esac
+hostcall() { # ROUND PEER OP N [GATEWAY_PORT [NODE_PID]]
+  local line gw=${5:-$GW} pid=${6:-$NIMBUS_PID} attempt=0
+  while :; do
+    probe_start "$pid"
+    if [ "$3" = set ]; then
+      line=$(on_client_cpu curl -fsS -X POST --data-binary "$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' v)" \
+        "http://127.0.0.1:$gw/kv/bench?store=k&op=set&key=hs$1-$attempt-&n=$4")
+    else
+      line=$(on_client_cpu curl -fsS "http://127.0.0.1:$gw/kv/bench?store=k&op=$3&key=k000001&n=$4")
+    fi
+    probe_end "$pid"
+    echo "$2 other_cpu_pct=$OTHER_PCT $line" >>"$OUT/hostcall.log"
+    case $line in *"found=$4"*) ;; *) echo "host-call bench failed: $line" >&2; exit 1 ;; esac
+    attempt=$((attempt + 1)); retry_if_disturbed "$2 $3" "$attempt" || break
+  done
   put "$1" "kv_${3#sdk-}" "$2" 1 ops_s "$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="ops_per_sec" {print $2}')"
+  put "$1" "kv_${3#sdk-}" "$2" 1 other_cpu_pct "$OTHER_PCT"
 }
 curl -fsS "http://127.0.0.1:$GW/kv/bench?store=k&op=get&key=k000001&n=10000" >"$OUT/hostcall.log"; echo >>"$OUT/hostcall.log"
 
 # --- kv over the API (wrk) and redis-benchmark, interleaved ----------------------------
 v() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
 wrk_kv() { # ROUND MODE PEER TEST URL [NODE_PID] [TOKEN]
-  local t0 t1 s0 s1 line pid=${6:-$NIMBUS_PID} rss0 rss1
-  rss0=$(rss_mib "$pid")
-  t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
-  line=$(KV_MODE=$2 KV_KEYS=$KV_KEYS KV_VALUE_BYTES=$VALUE_BYTES NIMBUS_TOKEN=${7:-$TOKEN} KV_TAG="r$1" \
-    on_client_cpu "$WRK" -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$ROOT/bench/data-kv.lua" "$5" |
-    grep '^RESULT')
-  t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
-  rss1=$(rss_mib "$pid")
-  [ "$(v non2xx)" = 0 ] && [ "$(v sock_errors)" = 0 ] || { echo "wrk errors: $line" >&2; exit 1; }
+  local line pid=${6:-$NIMBUS_PID} rss0 rss1 attempt=0
+  while :; do
+    rss0=$(rss_mib "$pid")
+    probe_start "$pid"
+    # KV_TAG: a SET run writes new keys, also when repeated.
+    line=$(KV_MODE=$2 KV_KEYS=$KV_KEYS KV_VALUE_BYTES=$VALUE_BYTES NIMBUS_TOKEN=${7:-$TOKEN} \
+      KV_TAG="r$1a$attempt" on_client_cpu "$WRK" -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s \
+      -s "$ROOT/bench/data-kv.lua" "$5" | grep '^RESULT')
+    probe_end "$pid"
+    rss1=$(rss_mib "$pid")
+    [ "$(v non2xx)" = 0 ] && [ "$(v sock_errors)" = 0 ] || { echo "wrk errors: $line" >&2; exit 1; }
+    attempt=$((attempt + 1)); retry_if_disturbed "$3 $2" "$attempt" || break
+  done
   put "$1" "$4" "$3" "$CONNS" ops_s "$(v rps)"
   put "$1" "$4" "$3" "$CONNS" p50_us "$(v p50_us)"
   put "$1" "$4" "$3" "$CONNS" p99_us "$(v p99_us)"
-  put "$1" "$4" "$3" "$CONNS" server_cpu_pct "$(python3 -c "print(f'{100*($t1-$t0)/$HZ/($s1-$s0):.0f}')")"
+  put "$1" "$4" "$3" "$CONNS" server_cpu_pct "$SERVER_PCT"
+  put "$1" "$4" "$3" "$CONNS" other_cpu_pct "$OTHER_PCT"
   # The node's RSS right after the run; for SETs (one new key each) also the growth
   # per write over the run, in bytes.
   put "$1" "$4" "$3" "$CONNS" rss_mib "$rss1"
@@ -233,14 +284,17 @@ wrk_kv() { # ROUND MODE PEER TEST URL [NODE_PID] [TOKEN]
   fi
 }
 redis_kv() { # ROUND NAME PORT PID REQUESTS
-  local t0 t1 s0 s1 csv
-  t0=$(cpu_ticks "$4"); s0=$(date +%s.%N)
-  csv=$(on_client_cpu redis-benchmark -h 127.0.0.1 -p "$3" -t set,get -c "$CONNS" -n "$5" \
-    -d "$VALUE_BYTES" -r "$KV_KEYS" --csv)
-  t1=$(cpu_ticks "$4"); s1=$(date +%s.%N)
-  echo "$csv" >>"$OUT/$2.bench.csv"
+  local csv attempt=0
+  while :; do
+    probe_start "$4"
+    csv=$(on_client_cpu redis-benchmark -h 127.0.0.1 -p "$3" -t set,get -c "$CONNS" -n "$5" \
+      -d "$VALUE_BYTES" -r "$KV_KEYS" --csv)
+    probe_end "$4"
+    echo "$csv" >>"$OUT/$2.bench.csv"
+    attempt=$((attempt + 1)); retry_if_disturbed "$2" "$attempt" || break
+  done
   # The two tests share one CPU figure: redis-benchmark runs them back to back.
-  local cpu; cpu=$(python3 -c "print(f'{100*($t1-$t0)/$HZ/($s1-$s0):.0f}')")
+  local cpu=$SERVER_PCT
   echo "$csv" | python3 -c '
 import csv, sys
 for r in csv.DictReader(sys.stdin):
@@ -251,6 +305,7 @@ for r in csv.DictReader(sys.stdin):
     put "$1" "$test" "$2" "$CONNS" p50_us "$p50"
     put "$1" "$test" "$2" "$CONNS" p99_us "$p99"
     put "$1" "$test" "$2" "$CONNS" server_cpu_pct "$cpu"
+    put "$1" "$test" "$2" "$CONNS" other_cpu_pct "$OTHER_PCT"
   done
 }
 log "kv: warm-up"
@@ -265,7 +320,7 @@ for r in $(seq "$ROUNDS"); do
   hostcall "$r" nimbus-hostcall-wasi get "$HOSTCALL_GETS"
   hostcall "$r" nimbus-hostcall-sdk sdk-get "$HOSTCALL_GETS"
   hostcall "$r" nimbus-hostcall set "$HOSTCALL_SETS"
-  hostcall "$r" nimbus-crash-hostcall set "$HOSTCALL_SETS" "$GW_CRASH"
+  hostcall "$r" nimbus-crash-hostcall set "$HOSTCALL_SETS" "$GW_CRASH" "$CRASH_PID"
   wrk_kv "$r" get nimbus-api kv_get "http://127.0.0.1:$ADMIN/"
   wrk_kv "$r" get nimbus-crash-api kv_get "http://127.0.0.1:$ADMIN_CRASH/" "$CRASH_PID" "$CRASH_TOKEN"
   wrk_kv "$r" set nimbus-api kv_set "http://127.0.0.1:$ADMIN/"
@@ -308,6 +363,7 @@ mbs() { python3 -c "print(f'{$BYTES / 1e6 / $1:.1f}')"; }
 secs_of() { local s0 s1; s0=$(date +%s.%N); "$@" >/dev/null; s1=$(date +%s.%N); python3 -c "print(f'{$s1 - $s0:.4f}')"; }
 for r in $(seq "$ROUNDS"); do
   rm -f "$OUT/object.copy"; sync
+  wait_idle
   # The limit: the same bytes copied into the same filesystem and made durable...
   s=$(secs_of on_server_cpu sh -c 'cp "$1" "$2" && sync "$2"' _ "$SRC" "$OUT/object.copy")
   put "$r" object_put file-copy 1 seconds "$s"; put "$r" object_put file-copy 1 mb_s "$(mbs "$s")"

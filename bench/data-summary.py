@@ -59,7 +59,8 @@ def table(title, tests, metrics):
 
 
 table("Key-value", ("kv_get", "kv_set"),
-      ["ops_s", "p50_us", "p99_us", "server_cpu_pct", "rss_mib", "rss_growth_b_per_write"])
+      ["ops_s", "p50_us", "p99_us", "server_cpu_pct", "rss_mib", "rss_growth_b_per_write",
+       "other_cpu_pct"])
 table("Document queries (1 M documents, sequential, one connection)", ("docs_query",),
       ["p50_us", "p90_us", "p99_us", "mean_us", "docs"])
 table("Objects", ("object_put", "object_get"), ["mb_s", "seconds"])

@@ -294,7 +294,21 @@ pub fn render_status(report: &StatusReport) -> String {
             .map(String::from)
             .to_vec(),
     ];
+    let mut queues = vec![
+        ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "OLDEST"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for app in &report.apps {
+        for q in &app.queues {
+            queues.push(vec![
+                format!("{}/{}", app.name, q.name),
+                q.visible.to_string(),
+                q.in_flight.to_string(),
+                q.delayed.to_string(),
+                crate::data_cli::format_age(q.oldest_age_ms),
+            ]);
+        }
         for st in &app.stores {
             stores.push(vec![
                 format!("{}/{}", app.name, st.name),

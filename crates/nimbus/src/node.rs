@@ -13,6 +13,7 @@ use nimbus_compute::{DataPorts, Runtime, RuntimeConfig};
 use nimbus_core::api::{ComponentUploaded, FunctionStatus};
 use nimbus_core::app::App;
 use nimbus_core::data::UrlSigner;
+use nimbus_core::queue::QueueService;
 use nimbus_core::ports::Invoker;
 use nimbus_data::{DataService, Database, Durability, FileStore};
 use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
@@ -126,6 +127,10 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot open the data stores: {e}"))?;
         data.spawn_upkeep();
         let data_ports = nimbus_data::ports(&data);
+        let queues = nimbus_integration::Queues::open(db.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the queues: {e}"))?;
+        spawn_queue_upkeep(queues.clone());
+        let queues: Arc<dyn QueueService> = Arc::new(queues);
         let signer = UrlSigner::new(
             nimbus_ops::load_or_create_secret(&config.data_dir, nimbus_ops::URL_KEY_FILE)
                 .context("cannot create the URL signing key")?
@@ -143,6 +148,7 @@ impl Node {
                 kv: data_ports.kv.clone(),
                 docs: data_ports.docs.clone(),
                 blobs: data_ports.blobs.clone(),
+                queues: queues.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly runtime: {e:#}"))?;
@@ -168,6 +174,7 @@ impl Node {
             components,
             platform,
             data_ports.catalog.clone(),
+            queues.clone(),
             gateway_url.clone(),
         )?;
         let data_api = DataApi {
@@ -175,6 +182,7 @@ impl Node {
             docs: data_ports.docs,
             blobs: data_ports.blobs,
             catalog: data_ports.catalog,
+            queues,
             signer,
             gateway_url,
         };
@@ -216,6 +224,19 @@ impl Node {
         admin.await?.context("admin server failed")?;
         Ok(())
     }
+}
+
+/// Drops messages past their queue's retention, once a minute.
+fn spawn_queue_upkeep(queues: nimbus_integration::Queues) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(err) = queues.expire().await {
+                tracing::warn!("expiring queue messages failed: {err}");
+            }
+        }
+    });
 }
 
 /// A watch channel that flips on Ctrl-C or SIGTERM.

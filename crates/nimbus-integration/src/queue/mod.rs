@@ -223,12 +223,16 @@ impl Queues {
                 }
             } else {
                 let mut delivered: Vec<i64> = Vec::new();
+                // Rows already taken (delivered or bound for the dead-letter
+                // queue): the next look must skip them, or it finds them again.
+                let mut taken: Vec<i64> = Vec::new();
                 loop {
                     let wanted = max - delivered.len();
-                    let batch = sql(store::visible(conn, queue.id, now, wanted, &delivered))?;
+                    let batch = sql(store::visible(conn, queue.id, now, wanted, &taken))?;
                     let full = batch.len() == wanted;
                     let mut moved = false;
                     for c in batch {
+                        taken.push(c.id);
                         if max_receives.is_some_and(|m| c.receive_count >= m) {
                             dead.push(c.id);
                             moved = true;

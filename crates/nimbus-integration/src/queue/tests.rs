@@ -233,6 +233,28 @@ async fn change_visibility_zero_makes_it_visible_now() {
 }
 
 #[tokio::test]
+async fn a_receive_of_one_that_moves_a_message_still_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let queues = setup(dir.path()).await;
+    queues
+        .send(q("orders"), body("poison"), SendOptions::default())
+        .await
+        .unwrap();
+    let short = recv_vis(1, Duration::from_millis(30));
+    for _ in 0..2 {
+        assert_eq!(queues.receive(q("orders"), short).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // max = 1 and the only candidate moves: the look must not find it again.
+    let got = tokio::time::timeout(Duration::from_secs(5), queues.receive(q("orders"), short))
+        .await
+        .expect("receive returned")
+        .unwrap();
+    assert!(got.is_empty());
+    assert_eq!(queues.receive(q("orders-dlq"), recv(10)).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn dead_letter_after_max_receives_and_redrive() {
     let dir = tempfile::tempdir().unwrap();
     let queues = setup(dir.path()).await;
