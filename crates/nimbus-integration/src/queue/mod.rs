@@ -6,17 +6,19 @@
 //! does both in that one write. Reads (stats) use [`Database::call`].
 //!
 //! The queue declarations live in memory (loaded at open, changed by
-//! [`QueueService::ensure`]), each with a [`Notify`] that wakes its long polls
-//! on a send, a visibility change, a FIFO delete or a redrive. A long poll with
+//! [`QueueService::ensure`]), each with a wake-up signal for its long polls
+//! (`wake.rs`): a send wakes one poll per message; a visibility change, a
+//! FIFO delete or a redrive wakes them all; a delayed send or a delivery arms
+//! the queue's timer for when that message becomes visible. A long poll with
 //! nothing to do sleeps until the earliest of its deadline and the next
-//! `visible_at` of the queue (a delayed message, a visibility timeout), so an
-//! idle poll costs no CPU.
+//! `visible_at` of the queue, so an idle poll costs no CPU.
 //!
 //! Choices:
 //! - Standard queues accept a `group_id` (and return it with the message) but
 //!   give it no meaning, and ignore `dedup_id`: deduplication is a FIFO feature,
 //!   as in SQS.
-//! - A message moved to a dead-letter queue keeps its id and `sent_at` (its
+//! - A message moves to a dead-letter queue in place (same row, body not
+//!   copied), remembering its source queue; it keeps its id and `sent_at` (its
 //!   retention counts from the original send, as in SQS).
 //! - Retention is enforced by [`Queues::expire`]; until it runs, an expired
 //!   message may still be delivered.
@@ -25,6 +27,7 @@ mod fifo;
 mod store;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,7 +43,8 @@ use nimbus_core::queue::{
 use nimbus_data::catalog::now_ms;
 use nimbus_data::{AfterCommit, Database};
 use rusqlite::Connection;
-use tokio::sync::Notify;
+
+use self::wake::{Signal, Wake};
 
 /// One declared queue, as the registry row says.
 struct Queue {
@@ -50,7 +54,7 @@ struct Queue {
     decl: QueueDecl,
     /// Shared across config changes of the queue, so a long poll that started
     /// before an `ensure` still hears of sends after it.
-    wake: Arc<Notify>,
+    wake: Arc<Signal>,
 }
 
 type Registry = HashMap<String, HashMap<String, Arc<Queue>>>;
@@ -106,7 +110,7 @@ impl Queues {
                 app: app.clone(),
                 name: name.clone(),
                 decl,
-                wake: Arc::new(Notify::new()),
+                wake: Arc::default(),
             };
             registry
                 .entry(app)
@@ -173,8 +177,9 @@ impl Queues {
     /// the long polls of the returned queues once the write is durable.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection, u64) -> DataResult<(T, Vec<Arc<Notify>>)> + Send + 'static,
+        f: impl FnOnce(&Connection, u64) -> DataResult<(T, Vec<Wake>)> + Send + 'static,
     ) -> DataResult<T> {
+        let runtime = tokio::runtime::Handle::current();
         self.inner
             .db
             .write(move |conn| {
@@ -183,8 +188,8 @@ impl Queues {
                     None
                 } else {
                     Some(Box::new(move || {
-                        for notify in wake {
-                            notify.notify_waiters();
+                        for w in wake {
+                            w.fire(&runtime);
                         }
                     }))
                 };
@@ -254,7 +259,10 @@ impl Queues {
                 for id in &dead {
                     sql(store::move_to_dead_letter(conn, *id, dlq.id, queue.id, now))?;
                 }
-                wake.push(dlq.wake.clone());
+                wake.push(Wake::Some(dlq.wake.clone(), dead.len()));
+            }
+            if !out.is_empty() && until > now {
+                wake.push(Wake::At(queue.wake.clone(), until));
             }
             let next = if out.is_empty() {
                 sql(store::next_visible_at(conn, queue.id, now))?
@@ -425,8 +433,14 @@ impl QueueService for Queues {
             if !sql(store::queue_exists(conn, queue.id))? {
                 return Err(no_such_queue(&queue));
             }
+            let delay = outgoing.delay;
             let sent = outgoing.enqueue(conn, queue.id, now)?;
-            Ok((sent, vec![queue.wake.clone()]))
+            let wake = match (sent.deduplicated, delay) {
+                (true, _) => Vec::new(),
+                (false, 0) => vec![Wake::Some(queue.wake.clone(), 1)],
+                (false, d) => vec![Wake::At(queue.wake.clone(), now.saturating_add(d))],
+            };
+            Ok((sent, wake))
         })
         .await
     }
@@ -453,13 +467,30 @@ impl QueueService for Queues {
                 return Err(no_such_queue(&queue));
             }
             let mut results = Vec::with_capacity(checked.len());
+            let (mut now_visible, mut first_due) = (0, None::<u64>);
             for entry in checked {
                 results.push(match entry {
-                    Ok(outgoing) => Ok(outgoing.enqueue(conn, queue.id, now)?),
+                    Ok(outgoing) => {
+                        let delay = outgoing.delay;
+                        let sent = outgoing.enqueue(conn, queue.id, now)?;
+                        match (sent.deduplicated, delay) {
+                            (true, _) => {}
+                            (false, 0) => now_visible += 1,
+                            (false, d) => {
+                                let at = now.saturating_add(d);
+                                first_due = Some(first_due.map_or(at, |t| t.min(at)));
+                            }
+                        }
+                        Ok(sent)
+                    }
                     Err(e) => Err(e),
                 });
             }
-            Ok((results, vec![queue.wake.clone()]))
+            let mut wake = vec![Wake::Some(queue.wake.clone(), now_visible)];
+            if let Some(at) = first_due {
+                wake.push(Wake::At(queue.wake.clone(), at));
+            }
+            Ok((results, wake))
         })
         .await
     }
@@ -494,7 +525,7 @@ impl QueueService for Queues {
         loop {
             // Registered before looking, so a send between the look and the
             // sleep still wakes this poll.
-            let notified = queue.wake.notified();
+            let notified = queue.wake.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (messages, next) = self.receive_once(&queue, max, ms(visibility)).await?;
@@ -546,7 +577,7 @@ impl QueueService for Queues {
             }
             // Deleting an in-flight FIFO message may open its group.
             let wake = if deleted && queue.decl.fifo {
-                vec![queue.wake.clone()]
+                vec![Wake::All(queue.wake.clone())]
             } else {
                 Vec::new()
             };
@@ -577,8 +608,12 @@ impl QueueService for Queues {
                     "the receipt is not current: the message was deleted or received again".into(),
                 ));
             }
-            // Pollers recompute when to look again (now, or at the new time).
-            Ok(((), vec![queue.wake.clone()]))
+            let wake = if timeout.is_zero() {
+                Wake::All(queue.wake.clone())
+            } else {
+                Wake::At(queue.wake.clone(), at)
+            };
+            Ok(((), vec![wake]))
         })
         .await
     }
@@ -625,7 +660,7 @@ impl QueueService for Queues {
             let wake = everyone
                 .iter()
                 .filter(|q| moved.contains_key(&q.id))
-                .map(|q| q.wake.clone())
+                .map(|q| Wake::All(q.wake.clone()))
                 .collect();
             Ok((moved.values().sum(), wake))
         })
@@ -684,7 +719,7 @@ impl QueueService for Queues {
             let wake = queues
                 .get(&name)
                 .filter(|q| q.id == id)
-                .map_or_else(|| Arc::new(Notify::new()), |q| q.wake.clone());
+                .map_or_else(Arc::default, |q| q.wake.clone());
             let queue = Queue {
                 id,
                 app: app_name.clone(),
@@ -704,7 +739,7 @@ impl QueueService for Queues {
         let id = queue.id;
         self.write(move |conn, _now| {
             sql(store::drop_queue(conn, id))?;
-            Ok(((), vec![queue.wake.clone()]))
+            Ok(((), vec![Wake::All(queue.wake.clone())]))
         })
         .await?;
         let mut registry = self.registry_mut();

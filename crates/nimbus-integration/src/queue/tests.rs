@@ -20,6 +20,10 @@ dead_letter = { queue = "orders-dlq", max_receives = 2 }
 
 [queues.jobs]
 fifo = true
+dead_letter = { queue = "jobs-dlq", max_receives = 1 }
+
+[queues.jobs-dlq]
+fifo = true
 
 [queues.small]
 max_message_size = 10
@@ -577,4 +581,160 @@ async fn reopen_keeps_messages_and_config_changes_apply() {
     assert!(matches!(err, DataError::NoSuchStore { .. }), "{err}");
     queues.ensure(&app).await.unwrap();
     assert_eq!(queues.stats(q("orders")).await.unwrap().visible, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_when_a_delayed_message_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let queues = setup(dir.path()).await;
+    // The poll starts first and sleeps with nothing due; the delayed send
+    // then wakes it only when the message is due.
+    let poller = queues.clone();
+    let start = Instant::now();
+    let poll = tokio::spawn(async move {
+        poller
+            .receive(
+                q("orders"),
+                ReceiveOptions {
+                    max: 1,
+                    wait: Duration::from_secs(5),
+                    visibility: None,
+                },
+            )
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let delayed = SendOptions {
+        delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    queues
+        .send(q("orders"), body("soon"), delayed)
+        .await
+        .unwrap();
+    assert_eq!(queues.stats(q("orders")).await.unwrap().delayed, 1);
+    let got = poll.await.unwrap();
+    assert_eq!(got.len(), 1);
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    let too_long = SendOptions {
+        delay: Some(Duration::from_secs(16 * 60)),
+        ..Default::default()
+    };
+    let err = queues
+        .send(q("orders"), body("x"), too_long)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DataError::Invalid(_)), "{err}");
+}
+
+#[tokio::test]
+async fn fifo_dead_letter_moves_the_head_and_delivers_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let queues = setup(dir.path()).await;
+    for text in ["p1", "p2"] {
+        queues
+            .send(q("jobs"), body(text), group("g"))
+            .await
+            .unwrap();
+    }
+    let first = queues
+        .receive(q("jobs"), recv_vis(1, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert_eq!(first[0].body, body("p1"));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // p1 was received once (= max_receives): it moves, p2 comes in its place.
+    let next = queues.receive(q("jobs"), recv(10)).await.unwrap();
+    let texts: Vec<_> = next.iter().map(|m| m.body.clone()).collect();
+    assert_eq!(texts, vec![body("p2")]);
+    let dead = queues.receive(q("jobs-dlq"), recv(10)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, body("p1"));
+    assert_eq!(dead[0].group_id.as_deref(), Some("g"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_receivers_never_share_a_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let queues = setup(dir.path()).await;
+    for chunk in 0..10 {
+        let entries = (0..10)
+            .map(|i| (body(&format!("m{chunk}-{i}")), SendOptions::default()))
+            .collect();
+        for r in queues.send_batch(q("orders"), entries).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let queues = queues.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let got = queues.receive(q("orders"), recv(3)).await.unwrap();
+                if got.is_empty() {
+                    return ids;
+                }
+                let receipts = got.iter().map(|m| m.receipt.clone()).collect();
+                for r in queues.delete_batch(q("orders"), receipts).await.unwrap() {
+                    assert!(r.unwrap());
+                }
+                ids.extend(got.into_iter().map(|m| m.message_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (100, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_poll_wakes_when_a_shortened_visibility_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let queues = setup(dir.path()).await;
+    queues
+        .send(q("orders"), body("x"), SendOptions::default())
+        .await
+        .unwrap();
+    let got = queues.receive(q("orders"), recv(1)).await.unwrap();
+    let poller = queues.clone();
+    let start = Instant::now();
+    let poll = tokio::spawn(async move {
+        poller
+            .receive(
+                q("orders"),
+                ReceiveOptions {
+                    max: 1,
+                    wait: Duration::from_secs(10),
+                    visibility: None,
+                },
+            )
+            .await
+            .unwrap()
+    });
+    // The poll is asleep until its deadline (the message is due in 30 s) when
+    // the visibility shrinks to 300 ms: the queue's timer must wake it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    queues
+        .change_visibility(q("orders"), &got[0].receipt, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let again = poll.await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
