@@ -69,7 +69,7 @@ fn send_options(q: SendQuery, headers: &HeaderMap) -> Result<SendOptions, DataEr
         }
     }
     Ok(SendOptions {
-        delay: q.delay.as_deref().map(|d| parse_delay(d)).transpose()?,
+        delay: q.delay.as_deref().map(parse_delay).transpose()?,
         attributes,
         group_id: q.group_id,
         dedup_id: q.dedup_id,

@@ -255,7 +255,14 @@ async fn a_receive_of_one_that_moves_a_message_still_returns() {
         .expect("receive returned")
         .unwrap();
     assert!(got.is_empty());
-    assert_eq!(queues.receive(q("orders-dlq"), recv(10)).await.unwrap().len(), 1);
+    assert_eq!(
+        queues
+            .receive(q("orders-dlq"), recv(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

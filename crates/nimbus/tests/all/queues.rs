@@ -19,7 +19,7 @@ name = "shop"
 
 [functions.api]
 source = "{data}"
-uses = ["queue:orders", "queue:jobs"]
+uses = ["queue:orders", "queue:orders-dlq", "queue:jobs"]
 
 [[routes]]
 path = "/{*path}"
