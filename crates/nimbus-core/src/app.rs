@@ -24,6 +24,9 @@ pub struct App {
     pub buckets: BTreeMap<String, BucketDecl>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueDecl>,
+    /// Event-source mappings, in manifest order.
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
 }
 
 impl App {
@@ -208,6 +211,62 @@ pub struct Function {
     /// The stores this function may touch.
     #[serde(default)]
     pub uses: Vec<Grant>,
+    /// Async invocations: retries after a failed attempt.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Async invocations: an event older than this is not tried again.
+    #[serde(with = "duration_ms", default = "default_max_event_age")]
+    pub max_event_age: Duration,
+    /// Async invocations: where the record of a success goes.
+    #[serde(default)]
+    pub on_success: Option<Destination>,
+    /// Async invocations: where the record of a final failure goes.
+    #[serde(default)]
+    pub on_failure: Option<Destination>,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_max_event_age() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+/// Where an async invocation's outcome is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Destination {
+    Queue(String),
+    Function(String),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Queue(q) => write!(f, "queue `{q}`"),
+            Self::Function(func) => write!(f, "function `{func}`"),
+        }
+    }
+}
+
+/// `[[triggers]]` with `queue`: a poller that delivers batches of a queue's
+/// messages to a function's event handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Unique in the app: `name`, or `QUEUE-FUNCTION`.
+    pub name: String,
+    pub queue: String,
+    pub function: String,
+    /// Messages per invocation.
+    pub batch_size: u32,
+    /// How long to gather a batch before invoking with fewer messages.
+    #[serde(with = "duration_ms")]
+    pub max_batching_window: Duration,
+    /// Concurrent invocations (pollers) at most.
+    pub max_concurrency: u32,
+    /// Deployed enabled; `nimbus trigger disable|enable` changes it at run time.
+    pub enabled: bool,
 }
 
 impl Function {

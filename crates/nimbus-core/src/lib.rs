@@ -10,6 +10,7 @@ pub mod app;
 pub mod cloudevent;
 pub mod data;
 pub mod duration;
+pub mod invocation;
 pub mod manifest;
 pub mod plan;
 pub mod ports;

@@ -94,6 +94,21 @@ impl Plan {
                 changes.push(change(Op::Removed, "route", key, String::new()));
             }
         }
+        let empty_triggers = Vec::new();
+        let old_triggers = current.map_or(&empty_triggers, |a| &a.triggers);
+        for t in &next.triggers {
+            let detail = format!("{} -> {}", t.queue, t.function);
+            match old_triggers.iter().find(|o| o.name == t.name) {
+                None => changes.push(change(Op::Added, "trigger", &t.name, detail)),
+                Some(o) if o != t => changes.push(change(Op::Changed, "trigger", &t.name, detail)),
+                Some(_) => {}
+            }
+        }
+        for o in old_triggers {
+            if !next.triggers.iter().any(|t| t.name == o.name) {
+                changes.push(change(Op::Removed, "trigger", &o.name, String::new()));
+            }
+        }
         let old_stores: Vec<(StoreKind, &str)> = current.map(App::stores).unwrap_or_default();
         let new_stores = next.stores();
         for &(kind, name) in &new_stores {
@@ -140,6 +155,11 @@ impl Plan {
             app.routes
                 .iter()
                 .map(|r| change(Op::Removed, "route", &r.key(), String::new())),
+        );
+        changes.extend(
+            app.triggers
+                .iter()
+                .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
         );
         changes.extend(app.stores().into_iter().map(|(kind, name)| {
             change(
@@ -242,6 +262,10 @@ fn function_diff(old: &Function, new: &Function) -> String {
     check("max_reuse", old.max_reuse != new.max_reuse);
     check("idle_timeout", old.idle_timeout != new.idle_timeout);
     check("uses", old.uses != new.uses);
+    check("retries", old.retries != new.retries);
+    check("max_event_age", old.max_event_age != new.max_event_age);
+    check("on_success", old.on_success != new.on_success);
+    check("on_failure", old.on_failure != new.on_failure);
     fields.join(", ")
 }
 

@@ -19,8 +19,8 @@ use diagnostic::Reporter;
 pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 
 use crate::app::{
-    App, BucketDecl, DeadLetter, DocStoreDecl, Function, Grant, KvStoreDecl, OutboundHost,
-    QueueDecl, Route, StoreKind,
+    App, BucketDecl, DeadLetter, Destination, DocStoreDecl, Function, Grant, KvStoreDecl,
+    OutboundHost, QueueDecl, Route, StoreKind, Trigger,
 };
 use crate::data::FieldPath;
 use crate::duration;
@@ -51,6 +51,8 @@ struct RawManifest {
     functions: BTreeMap<Spanned<String>, Spanned<RawFunction>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    triggers: Vec<Spanned<RawTrigger>>,
     #[serde(default)]
     kv: BTreeMap<Spanned<String>, RawKv>,
     #[serde(default)]
@@ -124,6 +126,29 @@ struct RawFunction {
     reuse: Option<bool>,
     max_reuse: Option<Spanned<i64>>,
     idle_timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    max_event_age: Option<Spanned<String>>,
+    on_success: Option<Spanned<RawDestination>>,
+    on_failure: Option<Spanned<RawDestination>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    queue: Option<String>,
+    function: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    name: Option<Spanned<String>>,
+    queue: Option<Spanned<String>>,
+    function: Spanned<String>,
+    batch_size: Option<Spanned<i64>>,
+    max_batching_window: Option<Spanned<String>>,
+    max_concurrency: Option<Spanned<i64>>,
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +298,7 @@ fn resolve(
     let mut stores = resolve_stores(reporter, raw.kv, raw.docs, raw.buckets);
     stores.queues = resolve_queues(reporter, raw.queues);
     let mut functions = BTreeMap::new();
+    let mut function_destinations: Vec<(Range<usize>, Destination)> = Vec::new();
     for (fname, f) in raw.functions {
         let fspan = fname.span();
         let fname = fname.into_inner();
@@ -286,11 +312,13 @@ fn resolve(
         }
         let f = f.into_inner();
         source_spans.insert(fname.clone(), f.source.span());
-        let function = resolve_function(reporter, &fname, f, &stores);
+        let function = resolve_function(reporter, &fname, f, &stores, &mut function_destinations);
         functions.insert(fname, function);
     }
 
     let routes = resolve_routes(reporter, raw.routes, &functions);
+    check_destinations(reporter, &function_destinations, &functions, &stores);
+    let triggers = resolve_triggers(reporter, raw.triggers, &functions, &stores);
     App {
         name,
         hosts,
@@ -300,6 +328,7 @@ fn resolve(
         docs: stores.docs,
         buckets: stores.buckets,
         queues: stores.queues,
+        triggers,
     }
 }
 
@@ -596,6 +625,7 @@ fn resolve_function(
     name: &str,
     f: RawFunction,
     stores: &Stores,
+    destinations: &mut Vec<(Range<usize>, Destination)>,
 ) -> Function {
     if f.source.get_ref().trim().is_empty() {
         reporter.error(
@@ -708,6 +738,41 @@ fn resolve_function(
         }
     }
     uses.sort();
+    let retries = int_in(reporter, "retries", f.retries, 0, 10, 2) as u32;
+    let max_event_age = duration_in(
+        reporter,
+        "max_event_age",
+        f.max_event_age,
+        "6h",
+        Duration::from_secs(6 * 3600),
+    );
+    let mut destination = |raw: Option<Spanned<RawDestination>>, key: &str| {
+        let raw = raw?;
+        let span = raw.span();
+        let dest = match raw.into_inner() {
+            RawDestination {
+                queue: Some(q),
+                function: None,
+            } => Destination::Queue(q),
+            RawDestination {
+                queue: None,
+                function: Some(f),
+            } => Destination::Function(f),
+            _ => {
+                reporter.error(
+                    Some(span),
+                    format!("`{key}` names one destination"),
+                    "destination",
+                    Some(format!("write `{key} = {{ queue = \"NAME\" }}` or `{key} = {{ function = \"NAME\" }}`")),
+                );
+                return None;
+            }
+        };
+        destinations.push((span, dest.clone()));
+        Some(dest)
+    };
+    let on_success = destination(f.on_success, "on_success");
+    let on_failure = destination(f.on_failure, "on_failure");
     Function {
         name: name.to_string(),
         source: f.source.into_inner(),
@@ -723,7 +788,147 @@ fn resolve_function(
         max_reuse,
         idle_timeout,
         uses,
+        retries,
+        max_event_age,
+        on_success,
+        on_failure,
     }
+}
+
+/// Destinations name a declared queue or function.
+fn check_destinations(
+    reporter: &mut Reporter,
+    destinations: &[(Range<usize>, Destination)],
+    functions: &BTreeMap<String, Function>,
+    stores: &Stores,
+) {
+    for (span, dest) in destinations {
+        let (kind, name, known): (&str, &str, Vec<&str>) = match dest {
+            Destination::Queue(q) => ("queue", q, stores.names(StoreKind::Queues)),
+            Destination::Function(f) => (
+                "function",
+                f,
+                functions.keys().map(String::as_str).collect(),
+            ),
+        };
+        if !known.contains(&name) {
+            let help = closest(name, known.iter().copied())
+                .map(|near| format!("did you mean `{near}`?"))
+                .unwrap_or_else(|| format!("declare it in this manifest (`[{kind}s.{name}]`)"));
+            reporter.error(
+                Some(span.clone()),
+                format!("the destination names {kind} `{name}`, which is not declared"),
+                "destination",
+                Some(help),
+            );
+        }
+    }
+}
+
+/// `[[triggers]]`: each names a declared queue and function.
+fn resolve_triggers(
+    reporter: &mut Reporter,
+    raw: Vec<Spanned<RawTrigger>>,
+    functions: &BTreeMap<String, Function>,
+    stores: &Stores,
+) -> Vec<Trigger> {
+    let mut triggers: Vec<Trigger> = Vec::new();
+    for t in raw {
+        let span = t.span();
+        let t = t.into_inner();
+        let Some(queue) = t.queue else {
+            reporter.error(
+                Some(span),
+                "a trigger needs a source: `queue = \"NAME\"`".to_string(),
+                "trigger",
+                Some("queues are the trigger source so far".into()),
+            );
+            continue;
+        };
+        let queues = stores.names(StoreKind::Queues);
+        if !queues.contains(&queue.get_ref().as_str()) {
+            let help = closest(queue.get_ref(), queues.iter().copied())
+                .map(|near| format!("did you mean `{near}`?"))
+                .unwrap_or_else(|| format!("declare it as `[queues.{}]`", queue.get_ref()));
+            reporter.error(
+                Some(queue.span()),
+                format!(
+                    "the trigger names queue `{}`, which is not declared",
+                    queue.get_ref()
+                ),
+                "trigger source",
+                Some(help),
+            );
+        }
+        if !functions.contains_key(t.function.get_ref()) {
+            let help = closest(t.function.get_ref(), functions.keys().map(String::as_str))
+                .map(|near| format!("did you mean `{near}`?"))
+                .unwrap_or_else(|| format!("declare it as `[functions.{}]`", t.function.get_ref()));
+            reporter.error(
+                Some(t.function.span()),
+                format!(
+                    "the trigger names function `{}`, which is not declared",
+                    t.function.get_ref()
+                ),
+                "trigger target",
+                Some(help),
+            );
+        }
+        let name = match t.name {
+            Some(n) => {
+                if !is_name(n.get_ref()) {
+                    reporter.error(
+                        Some(n.span()),
+                        format!("invalid trigger name `{}`", n.get_ref()),
+                        "trigger name",
+                        Some(
+                            "use lower-case letters, digits, `-` and `_`, starting with a letter"
+                                .into(),
+                        ),
+                    );
+                }
+                n.into_inner()
+            }
+            None => format!("{}-{}", queue.get_ref(), t.function.get_ref()),
+        };
+        if triggers.iter().any(|x| x.name == name) {
+            reporter.error(
+                Some(span.clone()),
+                format!("two triggers are named `{name}`"),
+                "duplicate trigger",
+                Some("give one a `name`".into()),
+            );
+        }
+        let batch_size = int_in(reporter, "batch_size", t.batch_size, 1, 10, 10) as u32;
+        let max_concurrency =
+            int_in(reporter, "max_concurrency", t.max_concurrency, 1, 100, 5) as u32;
+        let max_batching_window = match t.max_batching_window {
+            Some(w)
+                if w.get_ref()
+                    .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                    == "0" =>
+            {
+                Duration::ZERO
+            }
+            w => duration_in(
+                reporter,
+                "max_batching_window",
+                w,
+                "0ms",
+                Duration::from_secs(300),
+            ),
+        };
+        triggers.push(Trigger {
+            name,
+            queue: queue.into_inner(),
+            function: t.function.into_inner(),
+            batch_size,
+            max_batching_window,
+            max_concurrency,
+            enabled: t.enabled.unwrap_or(true),
+        });
+    }
+    triggers
 }
 
 fn resolve_grant(
