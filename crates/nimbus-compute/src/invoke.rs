@@ -205,4 +205,39 @@ impl Invoker for Runtime {
         drop(permit);
         result
     }
+
+    async fn invoke_batch(
+        &self,
+        target: &Target,
+        request_id: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<String>, InvokeError> {
+        let (pool, permit) = self.admit(target, "event")?;
+        let mut warm = self.checkout(&pool, request_id).await?;
+        let started = Instant::now();
+        let events: Vec<_> = events.into_iter().map(to_wit).collect();
+        let Warm {
+            store,
+            event: handler,
+            ..
+        } = &mut warm;
+        let handler = handler.as_ref().expect("event functions have bindings");
+        let call = handler
+            .nimbus_function_handler()
+            .call_handle_batch(store, &events);
+        let result = tokio::time::timeout(pool.config.timeout, call).await;
+        let (outcome, result) = match result {
+            Ok(Ok(Ok(batch))) => (Outcome::Ok, Ok(batch.failed_ids)),
+            Ok(Ok(Err(message))) => (Outcome::Ok, Err(InvokeError::Handler(message))),
+            Ok(Err(err)) => {
+                let outcome = outcome_of(&pool, &mut warm, err);
+                let err = failure(&pool, outcome.clone());
+                (outcome, Err(err))
+            }
+            Err(_) => (Outcome::Timeout, Err(failure(&pool, Outcome::Timeout))),
+        };
+        pool.finish(warm, &outcome, request_id, started.elapsed());
+        drop(permit);
+        result
+    }
 }

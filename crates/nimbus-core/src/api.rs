@@ -60,6 +60,24 @@ pub struct AppStatus {
     pub stores: Vec<crate::data::StoreStatus>,
     #[serde(default)]
     pub queues: Vec<crate::queue::QueueStats>,
+    #[serde(default)]
+    pub triggers: Vec<TriggerStatus>,
+}
+
+/// A queue trigger as `nimbus trigger ls` and `nimbus status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerStatus {
+    pub name: String,
+    pub queue: String,
+    pub function: String,
+    pub enabled: bool,
+    /// Pollers running now.
+    pub pollers: u32,
+    /// Batches delivered since the node started, and messages in them.
+    pub batches: u64,
+    pub messages: u64,
+    /// Messages the function failed (reported, or the whole batch failed).
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

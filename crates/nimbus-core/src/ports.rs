@@ -91,6 +91,15 @@ pub trait Invoker: Send + Sync + 'static {
         request_id: &str,
         event: CloudEvent,
     ) -> Result<Option<Vec<u8>>, InvokeError>;
+
+    /// Calls an event function with a batch (`handle-batch`); returns the ids of
+    /// the events it reports as failed (empty: every event succeeded).
+    async fn invoke_batch(
+        &self,
+        target: &Target,
+        request_id: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<String>, InvokeError>;
 }
 
 /// Where compute keeps compiled components between restarts, keyed by the

@@ -7,3 +7,6 @@
 pub mod queue;
 
 pub use queue::Queues;
+pub mod triggers;
+
+pub use triggers::Triggers;

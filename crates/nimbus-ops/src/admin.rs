@@ -56,6 +56,11 @@ pub fn router(control: Arc<Control>, token: String, data: crate::DataApi) -> axu
             post(invoke).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
         )
         .route("/v1/status", get(status))
+        .route("/v1/apps/{app}/triggers", get(list_triggers))
+        .route(
+            "/v1/apps/{app}/triggers/{trigger}/{action}",
+            post(switch_trigger),
+        )
         .merge(crate::data_api::routes(data))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     axum::Router::new()
@@ -193,6 +198,45 @@ async fn delete_app(
     Query(confirm): Query<Confirm>,
 ) -> Result<Response, ControlError> {
     Ok(Json(state.control.delete(&name, confirm.confirm).await?).into_response())
+}
+
+async fn list_triggers(
+    State(state): State<AdminState>,
+    Path(app): Path<String>,
+) -> Result<Response, ControlError> {
+    if state.control.app(&app).await.is_none() {
+        return Err(ControlError::NotFound(format!(
+            "app `{app}` is not deployed"
+        )));
+    }
+    Ok(Json(state.control.platform().trigger_status(&app)).into_response())
+}
+
+/// `POST /v1/apps/{app}/triggers/{trigger}/enable|disable`.
+async fn switch_trigger(
+    State(state): State<AdminState>,
+    Path((app, trigger, action)): Path<(String, String, String)>,
+) -> Response {
+    let enabled = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no trigger action `{other}` (use enable or disable)"),
+            );
+        }
+    };
+    match state
+        .control
+        .platform()
+        .set_trigger(&app, &trigger, enabled)
+        .await
+    {
+        Ok(()) => Json(serde_json::json!({"trigger": trigger, "enabled": enabled})).into_response(),
+        Err(err) => crate::data_api::data_error(err),
+    }
 }
 
 async fn status(State(state): State<AdminState>) -> Response {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nimbus_core::api::{
     AppDetail, AppStatus, AppSummary, ComponentUploaded, DeployRequest, DeployResponse,
-    FunctionStatus, RouteStatus, StatusReport,
+    FunctionStatus, RouteStatus, StatusReport, TriggerStatus,
 };
 use nimbus_core::app::App;
 use nimbus_core::app::StoreKind;
-use nimbus_core::data::{DataResult, StoreCatalog, StoreRef};
+use nimbus_core::data::{DataError, DataResult, StoreCatalog, StoreRef};
 use nimbus_core::manifest::Manifest;
 use nimbus_core::plan::Plan;
 use nimbus_core::ports::Invoker;
@@ -31,6 +31,9 @@ pub trait Platform: Send + Sync + 'static {
     /// Stops serving `app`.
     fn remove(&self, app: &str);
     fn function_status(&self, app: &str) -> Vec<FunctionStatus>;
+    fn trigger_status(&self, app: &str) -> Vec<TriggerStatus>;
+    /// Turns a queue trigger on or off (and remembers it).
+    async fn set_trigger(&self, app: &str, trigger: &str, enabled: bool) -> Result<(), DataError>;
     /// `(http, event)`: what a deployed function can be invoked as.
     fn function_kind(&self, app: &str, function: &str) -> Option<(bool, bool)>;
     fn invoker(&self) -> Arc<dyn Invoker>;
@@ -407,6 +410,7 @@ impl Control {
                     .collect(),
                 stores,
                 queues,
+                triggers: self.platform.trigger_status(&d.app.name),
             });
         }
         report

@@ -299,7 +299,29 @@ pub fn render_status(report: &StatusReport) -> String {
             .map(String::from)
             .to_vec(),
     ];
+    let mut triggers = vec![
+        [
+            "TRIGGER",
+            "QUEUE -> FUNCTION",
+            "ENABLED",
+            "POLLERS",
+            "MESSAGES",
+            "FAILED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for app in &report.apps {
+        for t in &app.triggers {
+            triggers.push(vec![
+                format!("{}/{}", app.name, t.name),
+                format!("{} -> {}", t.queue, t.function),
+                t.enabled.to_string(),
+                t.pollers.to_string(),
+                t.messages.to_string(),
+                t.failed.to_string(),
+            ]);
+        }
         for q in &app.queues {
             queues.push(vec![
                 format!("{}/{}", app.name, q.name),
@@ -349,6 +371,9 @@ pub fn render_status(report: &StatusReport) -> String {
     }
     if queues.len() > 1 {
         tables.push(queues);
+    }
+    if triggers.len() > 1 {
+        tables.push(triggers);
     }
     for table in tables {
         out.push('\n');

@@ -959,3 +959,64 @@ pub fn format_age(ms: u64) -> String {
         s => format!("{}h", s / 3600),
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// The app's queue triggers: state, pollers, batches delivered, failures.
+    Ls { app: String },
+    /// Turn a trigger on (APP/TRIGGER); remembered across restarts.
+    Enable { trigger: String },
+    /// Turn a trigger off (APP/TRIGGER): its messages wait in the queue.
+    Disable { trigger: String },
+}
+
+pub async fn trigger(client: &Client, command: TriggerCommand, json_out: bool) -> CliResult {
+    let (target, action) = match command {
+        TriggerCommand::Ls { app } => {
+            let req = client.request(Method::GET, &format!("/v1/apps/{app}/triggers"));
+            let triggers: Value = client.send_json(req).await?;
+            if json_out {
+                print_json(&triggers);
+                return Ok(());
+            }
+            let mut rows = vec![
+                [
+                    "TRIGGER", "QUEUE", "FUNCTION", "ENABLED", "POLLERS", "BATCHES", "MESSAGES",
+                    "FAILED",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            for t in triggers.as_array().into_iter().flatten() {
+                rows.push(
+                    [
+                        "name", "queue", "function", "enabled", "pollers", "batches", "messages",
+                        "failed",
+                    ]
+                    .iter()
+                    .map(|k| match &t[*k] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+                );
+            }
+            print!("{}", table_text(&rows));
+            return Ok(());
+        }
+        TriggerCommand::Enable { trigger } => (trigger, "enable"),
+        TriggerCommand::Disable { trigger } => (trigger, "disable"),
+    };
+    let (app, name) = split_store(&target)?;
+    let req = client.request(
+        Method::POST,
+        &format!("/v1/apps/{app}/triggers/{name}/{action}"),
+    );
+    let result: Value = client.send_json(req).await?;
+    if json_out {
+        print_json(&result);
+    } else {
+        println!("trigger `{name}` {action}d");
+    }
+    Ok(())
+}

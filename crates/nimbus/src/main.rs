@@ -107,6 +107,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Queue triggers: ls APP, enable|disable APP/TRIGGER (no redeploy needed).
+    Trigger {
+        #[command(subcommand)]
+        command: data_cli::TriggerCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A store's change feed (CloudEvents, oldest first), e.g. `shop/kv/carts`.
     Changes {
         /// APP/KIND/NAME with KIND kv, docs or buckets.
@@ -254,6 +261,9 @@ fn main() -> ExitCode {
             }
             Command::Queue { command, client } => {
                 data_cli::queue(&client.connect()?, command, client.json).await
+            }
+            Command::Trigger { command, client } => {
+                data_cli::trigger(&client.connect()?, command, client.json).await
             }
             Command::Changes {
                 store,

@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use nimbus_compute::{DataPorts, Runtime, RuntimeConfig};
-use nimbus_core::api::{ComponentUploaded, FunctionStatus};
+use nimbus_core::api::{ComponentUploaded, FunctionStatus, TriggerStatus};
 use nimbus_core::app::App;
-use nimbus_core::data::UrlSigner;
+use nimbus_core::data::{DataError, UrlSigner};
 use nimbus_core::ports::Invoker;
 use nimbus_core::queue::QueueService;
 use nimbus_data::{DataService, Database, Durability, FileStore};
 use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
+use nimbus_integration::Triggers;
 use nimbus_ops::{Control, DataApi, Platform};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,6 +38,7 @@ struct NodePlatform {
     runtime: Arc<Runtime>,
     gateway: Arc<Gateway>,
     components: FileStore,
+    triggers: Triggers,
 }
 
 fn to_string(err: nimbus_compute::Error) -> String {
@@ -73,16 +75,26 @@ impl Platform for NodePlatform {
             .await
             .map_err(to_string)?;
         self.gateway.set_app(app, deployment);
+        self.triggers.set_app(app, deployment);
         Ok(())
     }
 
     fn remove(&self, app: &str) {
+        self.triggers.remove_app(app);
         self.gateway.remove_app(app);
         self.runtime.remove(app);
     }
 
     fn function_status(&self, app: &str) -> Vec<FunctionStatus> {
         self.runtime.status(app)
+    }
+
+    fn trigger_status(&self, app: &str) -> Vec<TriggerStatus> {
+        self.triggers.status(app)
+    }
+
+    async fn set_trigger(&self, app: &str, trigger: &str, enabled: bool) -> Result<(), DataError> {
+        self.triggers.set_enabled(app, trigger, enabled).await
     }
 
     fn function_kind(&self, app: &str, function: &str) -> Option<(bool, bool)> {
@@ -163,10 +175,14 @@ impl Node {
                 default_app: config.default_app.clone(),
             },
         );
+        let triggers =
+            nimbus_integration::Triggers::open(db.clone(), queues.clone(), runtime.clone())
+                .map_err(|e| anyhow::anyhow!("cannot open the triggers: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
             gateway: gateway.clone(),
             components: components.clone(),
+            triggers,
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(

@@ -17,6 +17,57 @@ wasi::http::proxy::export!(Fixture);
 
 struct Fixture;
 
+/// The same component is also an event function (the Nimbus event world), for
+/// queue triggers and async invocations: each event it handles is counted in
+/// the `seen` key-value store (`msg:DATA`, and `batch:SIZE` per batch), so tests
+/// can see every delivery. Data `fail` fails (reported), `trap` panics.
+mod event {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "nimbus:function/event-function",
+    });
+
+    use exports::nimbus::function::handler::{BatchResult, CloudEvent, Guest};
+    use nimbus_sdk::kv;
+
+    struct Worker;
+
+    fn handle_one(event: &CloudEvent) -> Result<String, String> {
+        let data = String::from_utf8_lossy(event.data.as_deref().unwrap_or_default()).into_owned();
+        match data.as_str() {
+            "fail" => Err("fixture asked to fail".into()),
+            "trap" => panic!("fixture asked to trap"),
+            _ => {
+                let seen = kv::Store::open("seen").map_err(|e| e.to_string())?;
+                let n = seen
+                    .increment(&format!("msg:{data}"), 1)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!("{} {data} #{n}", event.type_))
+            }
+        }
+    }
+
+    impl Guest for Worker {
+        fn handle(event: CloudEvent) -> Result<Option<Vec<u8>>, String> {
+            handle_one(&event).map(|out| Some(out.into_bytes()))
+        }
+
+        fn handle_batch(events: Vec<CloudEvent>) -> Result<BatchResult, String> {
+            if let Ok(seen) = kv::Store::open("seen") {
+                let _ = seen.increment(&format!("batch:{}", events.len()), 1);
+            }
+            let failed_ids = events
+                .iter()
+                .filter(|e| handle_one(e).is_err())
+                .map(|e| e.id.clone())
+                .collect();
+            Ok(BatchResult { failed_ids })
+        }
+    }
+
+    export!(Worker);
+}
+
 struct Params(Vec<(String, String)>);
 
 impl Params {

@@ -10,3 +10,4 @@ mod manifest_errors;
 mod queues;
 mod shop_example;
 mod support;
+mod triggers;
