@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE trigger_state (
 struct Mapping {
     trigger: Trigger,
     target: Target,
+    max_pollers: u32,
     enabled: bool,
     stop: watch::Sender<bool>,
     stats: Arc<Stats>,
@@ -54,6 +55,9 @@ struct Poll {
     invoker: Arc<dyn Invoker>,
     trigger: Trigger,
     target: Target,
+    /// `max_concurrency`, capped by the function's own `concurrency`: more
+    /// pollers would only be throttled, burning their messages' receive counts.
+    max_pollers: u32,
     stats: Arc<Stats>,
     stop: watch::Receiver<bool>,
 }
@@ -128,10 +132,17 @@ impl Triggers {
                 .get(&trigger.name)
                 .copied()
                 .unwrap_or(trigger.enabled);
+            let max_pollers = app
+                .functions
+                .get(&trigger.function)
+                .map_or(1, |f| f.concurrency)
+                .min(trigger.max_concurrency)
+                .max(1);
             let key = (app.name.clone(), trigger.name.clone());
             if let Some(m) = mappings.get(&key)
                 && m.trigger == *trigger
                 && m.target == target
+                && m.max_pollers == max_pollers
                 && m.enabled == enabled
             {
                 continue;
@@ -139,7 +150,7 @@ impl Triggers {
             if let Some(old) = mappings.remove(&key) {
                 let _ = old.stop.send(true);
             }
-            let mapping = self.start(trigger.clone(), target, enabled);
+            let mapping = self.start(trigger.clone(), target, max_pollers, enabled);
             mappings.insert(key, mapping);
         }
     }
@@ -154,7 +165,7 @@ impl Triggers {
         });
     }
 
-    fn start(&self, trigger: Trigger, target: Target, enabled: bool) -> Mapping {
+    fn start(&self, trigger: Trigger, target: Target, max_pollers: u32, enabled: bool) -> Mapping {
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(Stats::default());
         if enabled {
@@ -163,6 +174,7 @@ impl Triggers {
                 invoker: self.invoker.clone(),
                 trigger: trigger.clone(),
                 target: target.clone(),
+                max_pollers,
                 stats: stats.clone(),
                 stop: stopped,
             });
@@ -171,6 +183,7 @@ impl Triggers {
         Mapping {
             trigger,
             target,
+            max_pollers,
             enabled,
             stop,
             stats,
@@ -202,7 +215,7 @@ impl Triggers {
         let mut mappings = self.lock();
         if let Some(m) = mappings.remove(&key) {
             let _ = m.stop.send(true);
-            let mapping = self.start(m.trigger, m.target, enabled);
+            let mapping = self.start(m.trigger, m.target, m.max_pollers, enabled);
             mappings.insert(key, mapping);
         }
         Ok(())
@@ -274,7 +287,7 @@ async fn run_poller(poll: &Arc<Poll>) {
         }
         gather(poll, queue, &mut batch, batch_size).await;
         if batch.len() == batch_size
-            && poll.stats.pollers.load(Ordering::Relaxed) < poll.trigger.max_concurrency
+            && poll.stats.pollers.load(Ordering::Relaxed) < poll.max_pollers
         {
             spawn_poller(poll.clone());
         }
