@@ -36,6 +36,8 @@
 
 mod record;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -443,8 +445,7 @@ impl Inner {
                         .fail(&row, &deployed, function, &event, row.attempts, &e, true)
                         .await;
                 }
-                self.requeue(&row, row.attempts, &message, now + delay)
-                    .await
+                self.requeue(&row, row.attempts, &message, delay).await
             }
             Err(e) => {
                 let attempts = row.attempts + 1;
@@ -459,8 +460,7 @@ impl Inner {
                         .fail(&row, &deployed, function, &event, attempts, &e, true)
                         .await;
                 }
-                self.requeue(&row, attempts, &e.to_string(), now + wait)
-                    .await
+                self.requeue(&row, attempts, &e.to_string(), wait).await
             }
         }
     }
@@ -505,18 +505,23 @@ impl Inner {
         .await
     }
 
+    /// Queues `row` again for `delay` after the write's time.
     async fn requeue(
         &self,
         row: &store::Due,
         attempts: u32,
         error: &str,
-        at: u64,
+        delay: u64,
     ) -> DataResult<()> {
         let (id, error) = (row.id.clone(), error.to_string());
         let requeued = self
-            .write(move |conn, now| sql(store::requeue(conn, &id, attempts, &error, at, now)))
+            .write(move |conn, now| {
+                let at = now.saturating_add(delay);
+                let done = sql(store::requeue(conn, &id, attempts, &error, at, now))?;
+                Ok(done.then_some(at))
+            })
             .await?;
-        if requeued {
+        if let Some(at) = requeued {
             self.wake_for(at);
         }
         Ok(())
