@@ -165,7 +165,7 @@ pub(super) fn requeue(
     Ok(n == 1)
 }
 
-/// Ends a running invocation.
+/// Ends a running invocation (a success clears the error of earlier attempts).
 pub(super) struct End<'a> {
     pub status: InvocationStatus,
     pub attempts: u32,
@@ -177,7 +177,7 @@ pub(super) fn end(conn: &Connection, id: &str, end: &End<'_>, now: u64) -> rusql
     let n = conn
         .prepare_cached(
             "UPDATE invocations SET status = ?2, attempts = ?3, output = ?4,
-                 error = COALESCE(?5, error), next_attempt_at = NULL, updated_at = ?6,
+                 error = ?5, next_attempt_at = NULL, updated_at = ?6,
                  ended_at = ?6
              WHERE id = ?1 AND status = 'running'",
         )?

@@ -397,6 +397,7 @@ async fn binary_output_and_retry_success() {
     assert_eq!(inv.status, InvocationStatus::Succeeded);
     assert_eq!(inv.attempts, 2);
     assert_eq!(inv.output.as_deref(), Some("base64:/wA="));
+    assert!(inv.error.is_none(), "a success clears the earlier error");
     let r = record(&receive(&s.queues, "ok").await[0]);
     assert_eq!(r["requestContext"]["approximateInvokeCount"], 2);
     assert_eq!(r["responsePayload"], "base64:/wA=");
