@@ -22,6 +22,7 @@ use nimbus_core::data::{
     SetOptions, SignedObject, StoreCatalog, StoreRef, UrlSigner, limits, put_options, serve_object,
 };
 use nimbus_core::duration;
+use nimbus_core::invocation::AsyncInvoker;
 use nimbus_core::ports::{Body, BoxError};
 use nimbus_core::queue::QueueService;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ pub struct DataApi {
     pub blobs: Arc<dyn BlobStore>,
     pub catalog: Arc<dyn StoreCatalog>,
     pub queues: Arc<dyn QueueService>,
+    pub invocations: Arc<dyn AsyncInvoker>,
     pub signer: UrlSigner,
     /// Base URL of the gateway, for signed URLs.
     pub gateway_url: String,

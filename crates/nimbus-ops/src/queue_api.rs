@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use bytes::Bytes;
+use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, StoreRef};
 use nimbus_core::queue::{ReceiveOptions, SendOptions, limits};
 use serde::Deserialize;
@@ -47,6 +48,66 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         )
         .route("/v1/apps/{app}/queues/{queue}/purge", post(purge))
         .route("/v1/apps/{app}/queues/{queue}/redrive", post(redrive))
+        .route(
+            "/v1/apps/{app}/functions/{function}/invocations",
+            post(invoke_async),
+        )
+        .route("/v1/invocations/{id}", get(invocation))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventQuery {
+    /// The CloudEvent type (default `nimbus.invoke`).
+    #[serde(rename = "type")]
+    ty: Option<String>,
+}
+
+/// Accepts an async invocation: the body is the event's data. 202 once the
+/// invocation is durably queued.
+async fn invoke_async(
+    api: Api,
+    Path((app, function)): StorePath,
+    Query(q): Query<EventQuery>,
+    request: Request,
+) -> Reply {
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let data = read_limited(request.into_body(), 6 << 20, "the event").await?;
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| fail(DataError::storage(e)))?;
+    let event = CloudEvent::new(
+        format!("evt-{}", hex_id(&id)),
+        format!("nimbus/{app}/api"),
+        q.ty.unwrap_or_else(|| "nimbus.invoke".into()),
+    )
+    .with_data(content_type, data.to_vec());
+    let id = api
+        .invocations
+        .submit(&app, &function, event)
+        .await
+        .map_err(fail)?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "invocation_id": id })),
+    )
+        .into_response())
+}
+
+fn hex_id(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn invocation(api: Api, Path(id): Path<String>) -> Reply {
+    match api.invocations.get(&id).await.map_err(fail)? {
+        Some(inv) => Ok(Json(inv).into_response()),
+        None => Err(fail(DataError::NotFound(format!(
+            "no invocation `{id}` (records are kept 24 hours after they end)"
+        )))),
+    }
 }
 
 /// Send options from the query (`delay`, `group_id`, `dedup_id`) and

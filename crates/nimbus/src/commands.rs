@@ -161,6 +161,10 @@ pub struct InvokeArgs {
     /// Print the response status and headers before the body.
     #[arg(long, short = 'i')]
     include: bool,
+    /// Invoke asynchronously (event functions): print the invocation id once the
+    /// event is durably queued; `nimbus invocation ID` shows how it went.
+    #[arg(long = "async")]
+    async_: bool,
 }
 
 pub fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {
@@ -178,9 +182,33 @@ pub fn read_data(data: Option<String>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-pub async fn invoke(client: &Client, args: InvokeArgs) -> CliResult {
+pub async fn invoke(client: &Client, args: InvokeArgs, json: bool) -> CliResult {
     let (app, function) = check_app_function(&args.target)?;
     let body = read_data(args.data)?;
+    if args.async_ {
+        let mut req = client
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/functions/{function}/invocations"),
+            )
+            .body(body);
+        if let Some(t) = &args.event_type {
+            req = req.query(&[("type", t)]);
+        }
+        for header in &args.headers {
+            let (name, value) = header
+                .split_once(':')
+                .with_context(|| format!("invalid header `{header}`: expected `NAME: VALUE`"))?;
+            req = req.header(name.trim(), value.trim());
+        }
+        let accepted: serde_json::Value = client.send_json(req).await?;
+        if json {
+            println!("{accepted}");
+        } else {
+            println!("{}", accepted["invocation_id"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
     let mut query = vec![("method", args.method.clone()), ("path", args.path.clone())];
     if let Some(t) = &args.event_type {
         query.push(("type", t.clone()));
@@ -241,6 +269,37 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> CliResult {
         return Err(anyhow::anyhow!("the function answered {status}").into());
     }
     Ok(())
+}
+
+/// `nimbus invocation ID`: an async invocation's status, attempts and result.
+pub async fn invocation(client: &Client, id: &str, wait: bool, json: bool) -> CliResult {
+    loop {
+        let req = client.request(reqwest::Method::GET, &format!("/v1/invocations/{id}"));
+        let inv: serde_json::Value = client.send_json(req).await?;
+        let ended = inv["status"] == "succeeded" || inv["status"] == "failed";
+        if !wait || ended {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv).expect("json"));
+            } else {
+                println!(
+                    "{} {}/{}: {} after {} attempt(s)",
+                    id,
+                    inv["app"].as_str().unwrap_or_default(),
+                    inv["function"].as_str().unwrap_or_default(),
+                    inv["status"].as_str().unwrap_or_default(),
+                    inv["attempts"]
+                );
+                if let Some(out) = inv["output"].as_str() {
+                    println!("output: {out}");
+                }
+                if let Some(err) = inv["error"].as_str() {
+                    println!("error: {err}");
+                }
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn status(client: &Client, json: bool) -> CliResult {

@@ -74,6 +74,15 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// An async invocation (`nimbus invoke --async`): status, attempts, output or error.
+    Invocation {
+        id: String,
+        /// Wait until it succeeded or failed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show apps, functions, routes, instances, invocations, cold starts and latency.
     Status {
         #[command(flatten)]
@@ -248,7 +257,12 @@ fn main() -> ExitCode {
             } => {
                 commands::deploy(&dir, build, dry_run, yes, || client.connect(), client.json).await
             }
-            Command::Invoke { args, client } => commands::invoke(&client.connect()?, args).await,
+            Command::Invoke { args, client } => {
+                commands::invoke(&client.connect()?, args, client.json).await
+            }
+            Command::Invocation { id, wait, client } => {
+                commands::invocation(&client.connect()?, &id, wait, client.json).await
+            }
             Command::Status { client } => commands::status(&client.connect()?, client.json).await,
             Command::Kv { command, client } => {
                 data_cli::kv(&client.connect()?, command, client.json).await

@@ -17,7 +17,7 @@ use nimbus_core::ports::Invoker;
 use nimbus_core::queue::QueueService;
 use nimbus_data::{DataService, Database, Durability, FileStore};
 use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
-use nimbus_integration::Triggers;
+use nimbus_integration::{Invocations, Triggers};
 use nimbus_ops::{Control, DataApi, Platform};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,6 +39,7 @@ struct NodePlatform {
     gateway: Arc<Gateway>,
     components: FileStore,
     triggers: Triggers,
+    invocations: Invocations,
 }
 
 fn to_string(err: nimbus_compute::Error) -> String {
@@ -76,11 +77,13 @@ impl Platform for NodePlatform {
             .map_err(to_string)?;
         self.gateway.set_app(app, deployment);
         self.triggers.set_app(app, deployment);
+        self.invocations.set_app(app, deployment);
         Ok(())
     }
 
     fn remove(&self, app: &str) {
         self.triggers.remove_app(app);
+        self.invocations.remove_app(app);
         self.gateway.remove_app(app);
         self.runtime.remove(app);
     }
@@ -178,11 +181,14 @@ impl Node {
         let triggers =
             nimbus_integration::Triggers::open(db.clone(), queues.clone(), runtime.clone())
                 .map_err(|e| anyhow::anyhow!("cannot open the triggers: {e}"))?;
+        let invocations = Invocations::open(db.clone(), runtime.clone(), queues.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the async invocations: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
             gateway: gateway.clone(),
             components: components.clone(),
             triggers,
+            invocations: invocations.clone(),
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(
@@ -199,10 +205,14 @@ impl Node {
             blobs: data_ports.blobs,
             catalog: data_ports.catalog,
             queues,
+            invocations: Arc::new(invocations.clone()),
             signer,
             gateway_url,
         };
         let restored = control.restore().await?;
+        // After the restore: every deployed app's functions are known to it.
+        invocations.start();
+        spawn_invocation_upkeep(invocations.clone());
         if restored > 0 {
             tracing::info!(
                 "restored {restored} app(s) from {}",
@@ -250,6 +260,19 @@ fn spawn_queue_upkeep(queues: nimbus_integration::Queues) {
             tick.tick().await;
             if let Err(err) = queues.expire().await {
                 tracing::warn!("expiring queue messages failed: {err}");
+            }
+        }
+    });
+}
+
+/// Drops the records of async invocations that ended a day ago, hourly.
+fn spawn_invocation_upkeep(invocations: Invocations) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(err) = invocations.expire().await {
+                tracing::warn!("expiring invocation records failed: {err}");
             }
         }
     });

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `nimbus` binary on free loopback ports.
 
+mod async_invoke;
 mod data;
 mod deploy;
 mod events;
