@@ -144,7 +144,18 @@ impl Node {
         let data_ports = nimbus_data::ports(&data);
         let queues = nimbus_integration::Queues::open(db.clone())
             .map_err(|e| anyhow::anyhow!("cannot open the queues: {e}"))?;
-        spawn_queue_upkeep(queues.clone());
+        {
+            // Messages past their queue's retention.
+            let queues = queues.clone();
+            spawn_every(
+                Duration::from_secs(60),
+                "expiring queue messages",
+                move || {
+                    let queues = queues.clone();
+                    async move { queues.expire().await }
+                },
+            );
+        }
         let queues: Arc<dyn QueueService> = Arc::new(queues);
         let signer = UrlSigner::new(
             nimbus_ops::load_or_create_secret(&config.data_dir, nimbus_ops::URL_KEY_FILE)
@@ -212,7 +223,18 @@ impl Node {
         let restored = control.restore().await?;
         // After the restore: every deployed app's functions are known to it.
         invocations.start();
-        spawn_invocation_upkeep(invocations.clone());
+        {
+            // Records of async invocations that ended a day ago.
+            let invocations = invocations.clone();
+            spawn_every(
+                Duration::from_secs(3600),
+                "expiring invocation records",
+                move || {
+                    let invocations = invocations.clone();
+                    async move { invocations.expire().await }
+                },
+            );
+        }
         if restored > 0 {
             tracing::info!(
                 "restored {restored} app(s) from {}",
@@ -252,27 +274,18 @@ impl Node {
     }
 }
 
-/// Drops messages past their queue's retention, once a minute.
-fn spawn_queue_upkeep(queues: nimbus_integration::Queues) {
+/// Runs `task` every `period`, logging its failures as `what`.
+fn spawn_every<F, Fut>(period: Duration, what: &'static str, task: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64, DataError>> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            if let Err(err) = queues.expire().await {
-                tracing::warn!("expiring queue messages failed: {err}");
-            }
-        }
-    });
-}
-
-/// Drops the records of async invocations that ended a day ago, hourly.
-fn spawn_invocation_upkeep(invocations: Invocations) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            if let Err(err) = invocations.expire().await {
-                tracing::warn!("expiring invocation records failed: {err}");
+            if let Err(err) = task().await {
+                tracing::warn!("{what} failed: {err}");
             }
         }
     });

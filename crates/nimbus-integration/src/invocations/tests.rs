@@ -116,6 +116,18 @@ impl Invoker for Fake {
         })
     }
 
+    async fn invoke_batch(
+        &self,
+        target: &Target,
+        _request_id: &str,
+        _events: Vec<CloudEvent>,
+    ) -> Result<Vec<String>, InvokeError> {
+        Err(InvokeError::WrongKind {
+            function: target.function.to_string(),
+            kind: "batch",
+        })
+    }
+
     async fn invoke_event(
         &self,
         target: &Target,
