@@ -123,7 +123,8 @@ fn md5(bytes: &[u8]) -> [u8; 16] {
 #[tokio::test]
 async fn put_get_roundtrip_with_many_frames() {
     let f = Fixture::new();
-    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    // Larger than one read chunk (512 KiB), so the body streams in several frames.
+    let big: Vec<u8> = (0..1_200_000u32).map(|i| (i % 251) as u8).collect();
     let mut options = PutOptions {
         content_type: Some("image/png".into()),
         ..Default::default()
