@@ -18,6 +18,66 @@ use crate::pool::{FunctionPool, Outcome, Warm};
 use crate::runtime::Runtime;
 
 impl Runtime {
+    /// Whether the function handles HTTP but not events: events reach it as
+    /// CloudEvents over HTTP instead (binary mode).
+    fn http_only(&self, target: &Target) -> bool {
+        self.pool(&target.app, &target.function, target.deployment)
+            .is_some_and(|pool| pool.kind.http && !pool.kind.event)
+    }
+
+    /// Delivers `event` to an HTTP function as a CloudEvents binary-mode `POST /`
+    /// (`ce-*` headers, the data as the body). A 2xx answer is success, with the
+    /// body as the output; any other status is the handler's error.
+    async fn event_over_http(
+        &self,
+        target: &Target,
+        request_id: &str,
+        event: CloudEvent,
+    ) -> Result<Option<Vec<u8>>, InvokeError> {
+        let mut builder = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("http://localhost/")
+            .header("ce-specversion", &event.specversion)
+            .header("ce-id", &event.id)
+            .header("ce-source", &event.source)
+            .header("ce-type", &event.ty);
+        for (name, value) in [("ce-subject", &event.subject), ("ce-time", &event.time)] {
+            if let Some(v) = value {
+                builder = builder.header(name, v);
+            }
+        }
+        for (name, value) in &event.extensions {
+            builder = builder.header(format!("ce-{name}"), value);
+        }
+        if let Some(ct) = &event.datacontenttype {
+            builder = builder.header(http::header::CONTENT_TYPE, ct);
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from(event.data.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = builder.body(body).map_err(|e| InvokeError::Failed {
+            function: target.function.to_string(),
+            message: format!("the event does not fit in HTTP headers: {e}"),
+        })?;
+        let response = self.invoke_http(target, request_id, request).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| InvokeError::Failed {
+                function: target.function.to_string(),
+                message: format!("reading its response failed: {e}"),
+            })?
+            .to_bytes();
+        if status.is_success() {
+            Ok(Some(bytes.to_vec()))
+        } else {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            Err(InvokeError::Handler(format!("answered {status}: {text}")))
+        }
+    }
+
     /// The target's pool and a concurrency permit, if it handles `kind` calls.
     fn admit(
         &self,
@@ -178,6 +238,9 @@ impl Invoker for Runtime {
         request_id: &str,
         event: CloudEvent,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
+        if self.http_only(target) {
+            return self.event_over_http(target, request_id, event).await;
+        }
         let (pool, permit) = self.admit(target, "event")?;
         let mut warm = self.checkout(&pool, request_id).await?;
         let started = Instant::now();
@@ -212,6 +275,19 @@ impl Invoker for Runtime {
         request_id: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Vec<String>, InvokeError> {
+        if self.http_only(target) {
+            // One request per event; the ones not answered with 2xx failed.
+            let mut failed = Vec::new();
+            for event in events {
+                let id = event.id.clone();
+                match self.event_over_http(target, request_id, event).await {
+                    Ok(_) => {}
+                    Err(err) if err.is_retryable() => return Err(err),
+                    Err(_) => failed.push(id),
+                }
+            }
+            return Ok(failed);
+        }
         let (pool, permit) = self.admit(target, "event")?;
         let mut warm = self.checkout(&pool, request_id).await?;
         let started = Instant::now();

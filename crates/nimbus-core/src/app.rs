@@ -37,7 +37,7 @@ impl App {
         hosts
     }
 
-    /// Every store the app declares, in a stable order.
+    /// Every store (and queue) the app declares, in a stable order.
     pub fn stores(&self) -> Vec<(StoreKind, &str)> {
         let mut all: Vec<(StoreKind, &str)> = Vec::new();
         all.extend(self.kv.keys().map(|n| (StoreKind::Kv, n.as_str())));
@@ -47,6 +47,7 @@ impl App {
                 .keys()
                 .map(|n| (StoreKind::Buckets, n.as_str())),
         );
+        all.extend(self.queues.keys().map(|n| (StoreKind::Queues, n.as_str())));
         all
     }
 

@@ -322,6 +322,14 @@ mod tests {
     }
 
     #[test]
+    fn a_new_queue_only_app_has_changes() {
+        let a = app("[app]\nname = \"a\"\n[queues.inbox]\n");
+        assert_eq!(a.queues.len(), 1, "{a:?}");
+        let plan = Plan::between(None, &a);
+        assert_eq!(plan.to_string(), "app `a`:\n  + store queues/inbox\n");
+    }
+
+    #[test]
     fn store_removal_is_flagged() {
         let with = format!("{BASE}[kv.carts]\n[docs.orders]\nindexes = [\"status\"]\n");
         let plan = Plan::between(Some(&app(BASE)), &app(&with));

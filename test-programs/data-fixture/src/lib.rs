@@ -463,6 +463,52 @@ fn queues_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
             queue.change_visibility(p.req("receipt"), Duration::from_millis(ms))?;
             ok("ok")
         }
+        "bench" => {
+            // Host calls in a loop inside this one request, timed in the guest
+            // (bench/queue-bench.sh): `op=send` sends `n` messages one call each
+            // (the body, or `size` bytes of `x`), each durable when it returns;
+            // `op=recv` receives batches of `batch` (1 to 10, no wait) and deletes
+            // each message (one call per receipt) until `n` are deleted or the
+            // queue comes back empty. `found` counts messages sent or deleted.
+            let n = p.num("n").unwrap_or(1000);
+            let batch = p.num("batch").unwrap_or(10) as u32;
+            let payload = if body.is_empty() {
+                vec![b'x'; p.num("size").unwrap_or(128) as usize]
+            } else {
+                body
+            };
+            let mut found = 0u64;
+            let mut calls = 0u64;
+            let start = Instant::now();
+            match p.req("op") {
+                "send" => {
+                    for _ in 0..n {
+                        queue.send(&payload)?;
+                        found += 1;
+                        calls += 1;
+                    }
+                }
+                "recv" => {
+                    while found < n {
+                        let messages = queue.receive(batch, Duration::ZERO)?;
+                        calls += 1;
+                        if messages.is_empty() {
+                            break;
+                        }
+                        for m in &messages {
+                            found += u64::from(queue.delete(&m.receipt)?);
+                            calls += 1;
+                        }
+                    }
+                }
+                _ => return Ok(status(400, "op is send or recv")),
+            }
+            let secs = start.elapsed().as_secs_f64();
+            ok(format!(
+                "msgs_per_sec={:.0} n={n} found={found} calls={calls} secs={secs:.6}",
+                found as f64 / secs
+            ))
+        }
         _ => status(404, "unknown queues op"),
     })
 }

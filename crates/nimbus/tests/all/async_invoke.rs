@@ -160,3 +160,18 @@ async fn an_accepted_invocation_survives_kill_9() {
     let seen = cli_ok(&node, &["kv", "get", "jobs/seen", "msg:after-restart"]);
     assert!(seen.trim().parse::<u64>().unwrap() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_functions_take_events_as_cloudevents_over_http() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        "[app]\nname = \"web\"\n\n[functions.api]\nsource = \"{http}\"\nenv = { VERSION = \"7\" }\n\n\
+         [[routes]]\npath = \"/{*path}\"\nfunction = \"api\"\n",
+    );
+    node.deploy(dir.path());
+    // The HTTP fixture answers `POST /` with "ok VERSION": a 2xx is a success.
+    let id = cli_ok(&node, &["invoke", "web/api", "--async", "-d", "{}"]);
+    let inv = invocation(&node, id.trim());
+    assert_eq!(inv["status"], "succeeded", "{inv}");
+    assert_eq!(inv["output"], "ok 7");
+}

@@ -475,3 +475,51 @@ async fn kill_9_loses_no_acknowledged_message_and_revives_no_deleted_one() {
     );
     assert!(!deleted.is_empty(), "the consumer deleted nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_only_app_is_valid_and_bad_batches_are_refused() {
+    let node = TestNode::serve();
+    let dir = AppDir::new("[app]\nname = \"shop\"\n\n[queues.inbox]\n");
+    let plan = node.deploy(dir.path());
+    assert!(plan.contains("+ store queues/inbox"), "{plan}");
+    cli_ok(&node, &["queue", "send", "shop/inbox", "hi"]);
+    let out = cli_ok(&node, &["queue", "recv", "shop/inbox", "--delete"]);
+    assert!(out.contains("hi"), "{out}");
+    // Malformed and oversized batches: a clear 400, nothing enqueued.
+    let r = node
+        .api(Method::POST, "/v1/apps/shop/queues/inbox/messages/batch")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let entries: Vec<Value> = (0..11).map(|i| json!({"body": format!("m{i}")})).collect();
+    let r = node
+        .api(Method::POST, "/v1/apps/shop/queues/inbox/messages/batch")
+        .json(&json!({ "entries": entries }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("at most 10"));
+    assert_eq!(stats(&node, "inbox").await["visible"], 0);
+
+    // Dropping the queue from the manifest deletes its messages: only with --yes.
+    cli_ok(&node, &["queue", "send", "shop/inbox", "kept"]);
+    dir.rewrite("[app]\nname = \"shop\"\n");
+    let out = node.cli(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("- store queues/inbox (deletes its data)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stats(&node, "inbox").await["visible"], 1);
+    cli_ok(&node, &["deploy", dir.path().to_str().unwrap(), "--yes"]);
+    let r = node
+        .api(Method::GET, "/v1/apps/shop/queues/inbox")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
