@@ -25,8 +25,8 @@
 # waits for the machine to be idle (the cores are shared with builds); a measurement
 # during which other processes took more than OTHER_MAX % of a core is repeated.
 #
-# Env: ROUNDS=3 DURATION=10 CONNS=16 BATCH=10 SIZE=128 FN_CONC=16 FN_N=1000 FN_N1=2000
-#      JS_MSGS=200000 JS_SYNC_MSGS=2000 JS_WINDOW=256 REDIS_N=1000000
+# Env: ROUNDS=3 DURATION=10 CONNS=16 BATCH=10 SIZE=128 FN_CONC=16 FN_N=2000 FN_N1=2000
+#      JS_MSGS=200000 JS_ALWAYS_MSGS=20000 (sync_interval always: ~4k/s) JS_SYNC_MSGS=2000 JS_WINDOW=256 REDIS_N=1000000
 #      REDIS_AOF_N=300000 OTHER_MAX=20 RETRIES=3 IDLE_WAIT=600 NODES="nimbus nimbus-crash"
 #      PERF=1 (perf record the power-loss node during one extra api-send run)
 #      OUT=<dir> NIMBUS=<binary> NIMBUS_COMMIT=<its commit> FIXTURE=<data_fixture.wasm>
@@ -42,11 +42,12 @@ CONNS=${CONNS:-16}
 BATCH=${BATCH:-10}
 SIZE=${SIZE:-128}
 FN_CONC=${FN_CONC:-16}
-FN_N=${FN_N:-1000}
+FN_N=${FN_N:-2000}
 FN_N1=${FN_N1:-2000}
 JS_MSGS=${JS_MSGS:-200000}
 JS_SYNC_MSGS=${JS_SYNC_MSGS:-2000}
 JS_WINDOW=${JS_WINDOW:-256}
+JS_ALWAYS_MSGS=${JS_ALWAYS_MSGS:-20000}
 REDIS_N=${REDIS_N:-1000000}
 REDIS_AOF_N=${REDIS_AOF_N:-300000}
 OTHER_MAX=${OTHER_MAX:-20}
@@ -89,7 +90,7 @@ done
   echo "rustc: $(rustc --version)"
   echo "disk: $(df -h "$OUT" | awk 'NR==2 {print $1, $2}') ($(findmnt -no FSTYPE -T "$OUT"))"
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BATCH=$BATCH SIZE=$SIZE" \
-    "FN_CONC=$FN_CONC FN_N=$FN_N FN_N1=$FN_N1 JS_MSGS=$JS_MSGS JS_SYNC_MSGS=$JS_SYNC_MSGS" \
+    "FN_CONC=$FN_CONC FN_N=$FN_N FN_N1=$FN_N1 JS_MSGS=$JS_MSGS JS_ALWAYS_MSGS=$JS_ALWAYS_MSGS JS_SYNC_MSGS=$JS_SYNC_MSGS" \
     "JS_WINDOW=$JS_WINDOW REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N OTHER_MAX=$OTHER_MAX" \
     "RETRIES=$RETRIES NODES=$NODES"
 } | tee "$OUT/env.txt"
@@ -243,8 +244,8 @@ fn_q() { # ROUND NODE OP CONCURRENCY N
 }
 
 # --- peers -----------------------------------------------------------------------------
-run_nats() { # ROUND NAME [SYNC]: a fresh file store each time
-  local r=$1 name=$2 dir="$OUT/nats-data" conf="$OUT/nats.conf" attempt=0
+run_nats() { # ROUND NAME MSGS [SYNC]: a fresh file store each time
+  local r=$1 name=$2 msgs=$3 dir="$OUT/nats-data" conf="$OUT/nats.conf" attempt=0; shift
   while :; do
     rm -rf "$dir"; mkdir -p "$dir"
     { echo "listen: 127.0.0.1:$NATS_PORT"
@@ -253,7 +254,7 @@ run_nats() { # ROUND NAME [SYNC]: a fresh file store each time
     local pid=$LAST_PID
     wait_tcp 127.0.0.1 "$NATS_PORT" 30
     probe_start "$pid"
-    on_client_cpu "$JS_BENCH" "127.0.0.1:$NATS_PORT" "$JS_MSGS" "$SIZE" "$JS_WINDOW" "$JS_SYNC_MSGS" \
+    on_client_cpu "$JS_BENCH" "127.0.0.1:$NATS_PORT" "$msgs" "$SIZE" "$JS_WINDOW" "$JS_SYNC_MSGS" \
       >"$OUT/$name.r$r.txt"
     probe_end "$pid"
     stop_pid "$pid"
@@ -318,14 +319,18 @@ for r in $(seq "$ROUNDS"); do
     echo "$node r$r after send: $(qstats "$node" q)" >>"$OUT/runs.log"
     wrk_q "$r" "$node" recv
     echo "$node r$r after recv: $(qstats "$node" q)" >>"$OUT/runs.log"
+    # Each round's api-send starts from an empty queue (api-recv drains less than
+    # api-send fills in the same time).
+    curl -fsS -X POST -H "Authorization: Bearer ${TOKEN_OF[$node]}" \
+      "http://127.0.0.1:${ADMIN_OF[$node]}/v1/apps/qbench/queues/q/purge" >>"$OUT/runs.log"; echo >>"$OUT/runs.log"
     fn_q "$r" "$node" send "$FN_CONC" "$FN_N"
     fn_q "$r" "$node" recv "$FN_CONC" "$FN_N"
     fn_q "$r" "$node" send 1 "$FN_N1"
     fn_q "$r" "$node" recv 1 "$FN_N1"
     echo "$node r$r after fn: $(qstats "$node" f)" >>"$OUT/runs.log"
   done
-  run_nats "$r" nats-js-file
-  run_nats "$r" nats-js-file-sync-always always
+  run_nats "$r" nats-js-file "$JS_MSGS"
+  run_nats "$r" nats-js-file-sync-always "$JS_ALWAYS_MSGS" always
   run_redis "$r" redis-aof-always "$REDIS_AOF_N" --appendonly yes --appendfsync always
   run_redis "$r" redis-aof-no "$REDIS_N" --appendonly yes --appendfsync no
   run_redis "$r" redis "$REDIS_N" --appendonly no
@@ -341,10 +346,12 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null && [[ " $NODES " == *" nimbus "
   wrk_pid=$!
   sleep 1
   perf record -F 1999 -g -p "${PID_OF[nimbus]}" -o "$OUT/perf.data" -- sleep 8 2>"$OUT/perf-record.log" || true
-  strace -c -f -p "${PID_OF[nimbus]}" -o "$OUT/strace-send.txt" &
-  strace_pid=$!
+  strace_pid=
+  if command -v strace >/dev/null; then
+    strace -c -f -p "${PID_OF[nimbus]}" -o "$OUT/strace-send.txt" & strace_pid=$!
+  fi
   wait "$wrk_pid" || true
-  kill -INT "$strace_pid" 2>/dev/null || true; wait "$strace_pid" 2>/dev/null || true
+  if [ -n "$strace_pid" ]; then kill -INT "$strace_pid" 2>/dev/null || true; wait "$strace_pid" 2>/dev/null || true; fi
   perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
     grep -v '^#' | grep -v '^$' | head -60 >"$OUT/perf-self.txt" || true
   perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
