@@ -24,7 +24,7 @@
 #      HOSTCALL_GETS=1000000 HOSTCALL_SETS=2000 QUERIES=2000 SCANS=20 OBJ_MIB=256
 #      REDIS_N=200000 REDIS_AOF_N=200000 (redis-benchmark -n, for each of SET and GET;
 #      AOF always does ~35-40k SET/s here) OTHER_MAX=20 RETRIES=4 (see probe_end)
-#      IDLE_WAIT=600
+#      IDLE_WAIT=600 IDLE_MAX=15
 #      OUT=<dir> NIMBUS=<binary> NIMBUS_PREBUILT=1 (skip cargo build) NIMBUS_COMMIT=<the
 #      binary's commit, if not HEAD> RESULTS=<tsv copy>
 set -euo pipefail
@@ -85,7 +85,7 @@ done
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS DOCS=$DOCS KV_KEYS=$KV_KEYS" \
     "VALUE_BYTES=$VALUE_BYTES HOSTCALL_GETS=$HOSTCALL_GETS HOSTCALL_SETS=$HOSTCALL_SETS" \
     "QUERIES=$QUERIES SCANS=$SCANS OBJ_MIB=$OBJ_MIB REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N" \
-    "OTHER_MAX=$OTHER_MAX RETRIES=$RETRIES"
+    "OTHER_MAX=$OTHER_MAX RETRIES=$RETRIES IDLE_WAIT=$IDLE_WAIT IDLE_MAX=$IDLE_MAX"
 } | tee "$OUT/env.txt"
 
 RAW="$OUT/raw.tsv"
@@ -94,12 +94,14 @@ put() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" | tee -a "$RAW" >&2; } # round te
 HZ=$(getconf CLK_TCK)
 
 # The machine is shared (2 cores): before each part, wait up to IDLE_WAIT seconds
-# for the other processes to leave both cores mostly idle (< 15 % busy over 2 s).
+# for the other processes to leave both cores mostly idle (< IDLE_MAX % busy over 2 s,
+# default 15).
 IDLE_WAIT=${IDLE_WAIT:-600}
+IDLE_MAX=${IDLE_MAX:-15}
 wait_idle() {
-  python3 - "$IDLE_WAIT" "$@" <<'PY' | tee -a "$OUT/load.log" >&2
+  python3 - "$IDLE_WAIT" "$IDLE_MAX" "$@" <<'PY' | tee -a "$OUT/load.log" >&2
 import sys, time
-limit, pids = float(sys.argv[1]), set(sys.argv[2:])
+limit, idle_max, pids = float(sys.argv[1]), float(sys.argv[2]), set(sys.argv[3:])
 def busy():
     def snap():
         f = open("/proc/stat").readline().split()[1:]
@@ -111,7 +113,7 @@ def busy():
 t = time.time()
 while True:
     b = busy()
-    if b < 15 or time.time() - t > limit:
+    if b < idle_max or time.time() - t > limit:
         print(f"{time.strftime('%T')} cpu busy {b:.0f}% after waiting {time.time() - t:.0f}s")
         break
 PY

@@ -26,6 +26,7 @@
 # during which other processes took more than OTHER_MAX % of a core is repeated.
 #
 # Env: ROUNDS=3 DURATION=10 CONNS=16 BATCH=10 SIZE=128 FN_CONC=16 FN_N=2000 FN_N1=2000
+#      IDLE_MAX=15 (% of both cores busy that counts as idle)
 #      JS_MSGS=200000 JS_ALWAYS_MSGS=20000 (sync_interval always: ~4k/s) JS_SYNC_MSGS=2000 JS_WINDOW=256 REDIS_N=1000000
 #      REDIS_AOF_N=300000 OTHER_MAX=20 RETRIES=3 IDLE_WAIT=600 NODES="nimbus nimbus-crash"
 #      PERF=1 (perf record the power-loss node during one extra api-send run)
@@ -53,6 +54,7 @@ REDIS_AOF_N=${REDIS_AOF_N:-300000}
 OTHER_MAX=${OTHER_MAX:-20}
 RETRIES=${RETRIES:-3}
 IDLE_WAIT=${IDLE_WAIT:-600}
+IDLE_MAX=${IDLE_MAX:-15}
 NODES=${NODES:-nimbus nimbus-crash}
 PERF=${PERF:-1}
 OUT=${OUT:-$WORK/results/nimbus-queue-$(date +%Y%m%dT%H%M%S)}
@@ -92,7 +94,7 @@ done
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BATCH=$BATCH SIZE=$SIZE" \
     "FN_CONC=$FN_CONC FN_N=$FN_N FN_N1=$FN_N1 JS_MSGS=$JS_MSGS JS_ALWAYS_MSGS=$JS_ALWAYS_MSGS JS_SYNC_MSGS=$JS_SYNC_MSGS" \
     "JS_WINDOW=$JS_WINDOW REDIS_N=$REDIS_N REDIS_AOF_N=$REDIS_AOF_N OTHER_MAX=$OTHER_MAX" \
-    "RETRIES=$RETRIES NODES=$NODES"
+    "RETRIES=$RETRIES IDLE_WAIT=$IDLE_WAIT IDLE_MAX=$IDLE_MAX NODES=$NODES"
 } | tee "$OUT/env.txt"
 
 RAW="$OUT/raw.tsv"
@@ -101,10 +103,11 @@ put() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" | tee -a "$RAW" >&2; } # round te
 HZ=$(getconf CLK_TCK)
 
 # --- idle wait and disturbance guard (as in bench/data-bench.sh) -------------------
+# IDLE_MAX: the busy share of the whole machine (both cores) that counts as idle.
 wait_idle() {
-  python3 - "$IDLE_WAIT" <<'PY' | tee -a "$OUT/load.log" >&2
+  python3 - "$IDLE_WAIT" "$IDLE_MAX" <<'PY' | tee -a "$OUT/load.log" >&2
 import sys, time
-limit = float(sys.argv[1])
+limit, idle_max = float(sys.argv[1]), float(sys.argv[2])
 def busy():
     def snap():
         v = list(map(int, open("/proc/stat").readline().split()[1:]))
@@ -115,7 +118,7 @@ def busy():
 t = time.time()
 while True:
     b = busy()
-    if b < 15 or time.time() - t > limit:
+    if b < idle_max or time.time() - t > limit:
         print(f"{time.strftime('%T')} cpu busy {b:.0f}% after waiting {time.time() - t:.0f}s")
         break
 PY
