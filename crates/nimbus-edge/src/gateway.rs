@@ -260,10 +260,13 @@ impl Gateway {
             );
         };
         if request.method() == http::Method::OPTIONS {
-            let mut response = error(StatusCode::NO_CONTENT, "", "");
-            *response.body_mut() = Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed_unsync();
+            // A CORS preflight: the headers are added by `signed`.
+            let mut response = Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *response.status_mut() = StatusCode::NO_CONTENT;
             return response;
         }
         let forbidden = |why: &str| error(StatusCode::FORBIDDEN, "forbidden", why);

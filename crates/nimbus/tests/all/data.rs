@@ -918,6 +918,13 @@ async fn public_buckets_and_signed_urls() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     assert_eq!(r.text().await.unwrap(), "<h1>shop</h1>");
+    // A browser's CORS preflight is answered.
+    let r = http().request(Method::OPTIONS, url).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-methods"],
+        "GET, HEAD, PUT"
+    );
     let tampered = url.replace("secret.png", "other.png");
     assert_eq!(http().get(&tampered).send().await.unwrap().status(), 403);
     assert_eq!(
