@@ -243,22 +243,58 @@ impl Triggers {
     }
 }
 
+/// Starts the first poller of a mapping.
 fn spawn_poller(poll: Arc<Poll>) {
-    poll.stats.pollers.fetch_add(1, Ordering::Relaxed);
+    poll.stats.pollers.fetch_add(1, Ordering::AcqRel);
+    spawn_reserved(poll);
+}
+
+/// Runs a poller whose place in `stats.pollers` is already counted.
+fn spawn_reserved(poll: Arc<Poll>) {
     tokio::spawn(async move {
-        run_poller(&poll).await;
-        poll.stats.pollers.fetch_sub(1, Ordering::Relaxed);
+        if run_poller(&poll).await == Exit::Stopped {
+            poll.stats.pollers.fetch_sub(1, Ordering::AcqRel);
+        }
     });
 }
 
+/// Why a poller ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// The mapping stopped or its queue is gone; the poller's count remains.
+    Stopped,
+    /// An idle extra poller left, its count already taken back.
+    Retired,
+}
+
+/// Counts one more poller if fewer than `max` run. One atomic step, so two
+/// pollers with full batches cannot both start one past the cap.
+fn reserve(pollers: &AtomicU32, max: u32) -> bool {
+    pollers
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// Counts one poller fewer if another remains. One atomic step, so two idle
+/// pollers cannot both leave and take the mapping down to none.
+fn retire(pollers: &AtomicU32) -> bool {
+    pollers
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n > 1).then(|| n - 1)
+        })
+        .is_ok()
+}
+
 /// One poller: long-poll, gather a batch, deliver it, delete what succeeded.
-async fn run_poller(poll: &Arc<Poll>) {
+async fn run_poller(poll: &Arc<Poll>) -> Exit {
     let mut stop = poll.stop.clone();
     let queue = StoreRef::new(&poll.target.app, &poll.trigger.queue);
     let batch_size = poll.trigger.batch_size as usize;
     loop {
         if *stop.borrow() {
-            return;
+            return Exit::Stopped;
         }
         let first = ReceiveOptions {
             max: batch_size.min(limits::MAX_RECEIVE),
@@ -267,11 +303,11 @@ async fn run_poller(poll: &Arc<Poll>) {
         };
         let received = tokio::select! {
             r = poll.queues.receive(queue, first) => r,
-            _ = stop.changed() => return,
+            _ = stop.changed() => return Exit::Stopped,
         };
         let mut batch = match received {
             Ok(batch) => batch,
-            Err(DataError::NoSuchStore { .. }) => return,
+            Err(DataError::NoSuchStore { .. }) => return Exit::Stopped,
             Err(err) => {
                 tracing::warn!(trigger = %poll.trigger.name, "receiving from `{}` failed: {err}", poll.trigger.queue);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -280,16 +316,14 @@ async fn run_poller(poll: &Arc<Poll>) {
         };
         if batch.is_empty() {
             // Idle: extra pollers stop; the first keeps waiting.
-            if poll.stats.pollers.load(Ordering::Relaxed) > 1 {
-                return;
+            if retire(&poll.stats.pollers) {
+                return Exit::Retired;
             }
             continue;
         }
         gather(poll, queue, &mut batch, batch_size).await;
-        if batch.len() == batch_size
-            && poll.stats.pollers.load(Ordering::Relaxed) < poll.max_pollers
-        {
-            spawn_poller(poll.clone());
+        if batch.len() == batch_size && reserve(&poll.stats.pollers, poll.max_pollers) {
+            spawn_reserved(poll.clone());
         }
         deliver(poll, queue, batch).await;
     }
@@ -387,4 +421,35 @@ fn event(app: &str, queue: &str, m: &Message) -> CloudEvent {
         event.extensions.insert("groupid".into(), group.clone());
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pollers_never_pass_the_cap_nor_drop_to_none() {
+        let pollers = AtomicU32::new(1);
+        assert!(!retire(&pollers), "the last poller stays");
+        assert!(reserve(&pollers, 3));
+        assert!(reserve(&pollers, 3));
+        assert!(!reserve(&pollers, 3), "the cap holds");
+        assert_eq!(pollers.load(Ordering::Acquire), 3);
+
+        // Many idle pollers retiring at once leave exactly one behind.
+        let pollers = Arc::new(AtomicU32::new(64));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let pollers = pollers.clone();
+                std::thread::spawn(move || retire(&pollers))
+            })
+            .collect();
+        let retired = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&left| left)
+            .count();
+        assert_eq!(retired, 63);
+        assert_eq!(pollers.load(Ordering::Acquire), 1);
+    }
 }
