@@ -175,3 +175,67 @@ async fn http_functions_take_events_as_cloudevents_over_http() {
     assert_eq!(inv["status"], "succeeded", "{inv}");
     assert_eq!(inv["output"], "ok 7");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_accepts_with_202_and_a_function_can_be_the_failure_destination() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        r#"
+[app]
+name = "jobs"
+
+[functions.boom]
+source = "{data}"
+retries = 0
+on_failure = { function = "recorder" }
+
+[functions.recorder]
+source = "{data}"
+uses = ["kv:seen"]
+
+[kv.seen]
+"#,
+    );
+    node.deploy(dir.path());
+    let r = node
+        .api(
+            reqwest::Method::POST,
+            "/v1/apps/jobs/functions/boom/invocations",
+        )
+        .header("content-type", "text/plain")
+        .body("fail")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["invocation_id"].as_str().unwrap();
+    let inv = invocation(&node, id);
+    assert_eq!(inv["status"], "failed", "{inv}");
+    assert_eq!(inv["attempts"], 1, "retries = 0: {inv}");
+
+    // The recorder is invoked with the failure record as its event; it counts
+    // the event's data under `msg:DATA` in its store.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let keys = cli_ok(&node, &["kv", "ls", "jobs/seen", "--prefix", "msg:"]);
+        if !keys.trim().is_empty() || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let record: Value = serde_json::from_str(
+        keys.lines()
+            .next()
+            .unwrap_or_else(|| panic!("the recorder never ran:\n{}", node.log()))
+            .strip_prefix("msg:")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["requestId"], id);
+    assert_eq!(
+        record["requestContext"]["function"], "jobs/boom",
+        "{record}"
+    );
+}

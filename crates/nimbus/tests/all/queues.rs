@@ -523,3 +523,133 @@ async fn a_queue_only_app_is_valid_and_bad_batches_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_limits_partial_batches_visibility_and_status_figures() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        "[app]\nname = \"shop\"\n\n[queues.inbox]\nvisibility_timeout = \"30s\"\n\n[queues.tiny]\nmax_message_size = 10\n",
+    );
+    node.deploy(dir.path());
+    let post = |path: &str, body: Value| {
+        node.api(Method::POST, &format!("/v1/apps/shop/queues/{path}"))
+            .json(&body)
+            .send()
+    };
+
+    // The default limit is 256 KiB: exactly that is accepted, a byte more is a
+    // 413 naming the limit, and nothing is enqueued for it.
+    for (size, code) in [(256 << 10, 200), ((256 << 10) + 1, 413)] {
+        let r = node
+            .api(Method::POST, "/v1/apps/shop/queues/inbox/messages")
+            .body("x".repeat(size))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{size} bytes");
+        if code == 413 {
+            assert!(r.text().await.unwrap().contains("262144"));
+        }
+    }
+    assert_eq!(stats(&node, "inbox").await["visible"], 1);
+    cli_ok(&node, &["queue", "purge", "shop/inbox"]);
+
+    // A batch with one oversized entry: the others are sent, that one fails.
+    let r = post(
+        "tiny/messages/batch",
+        json!({"entries": [{"body": "ok-1"}, {"body": "far too long"}, {"body": "ok-2"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let results: Value = r.json().await.unwrap();
+    let results = results["results"].as_array().unwrap();
+    assert!(results[0]["message_id"].is_string(), "{results:?}");
+    assert_eq!(results[1]["error"]["code"], "too_large", "{results:?}");
+    assert!(results[2]["message_id"].is_string(), "{results:?}");
+    assert_eq!(stats(&node, "tiny").await["visible"], 2);
+
+    // A batch delete with a stale receipt: the good one is deleted, the stale
+    // one reported, per entry.
+    let got = receive(&node, "tiny", "max=10").await;
+    assert_eq!(got.len(), 2);
+    let good = got[0]["receipt"].as_str().unwrap();
+    let r = post(
+        "tiny/messages/delete",
+        json!({"receipts": [good, "999999-00000000000000000000000000000000"]}),
+    )
+    .await
+    .unwrap();
+    let results: Value = r.json().await.unwrap();
+    assert_eq!(results["results"][0]["deleted"], true, "{results}");
+    assert_ne!(results["results"][1]["deleted"], true, "{results}");
+
+    // Change visibility over the API: 0s makes the in-flight message visible
+    // again, with its receive count kept.
+    let other = got[1]["receipt"].as_str().unwrap();
+    let r = node
+        .api(
+            Method::PUT,
+            &format!("/v1/apps/shop/queues/tiny/messages/{other}/visibility"),
+        )
+        .json(&json!({"timeout": "0s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let again = receive(&node, "tiny", "max=10").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["receive_count"], 2);
+
+    // Long polls are capped at 20 s, and a visibility is a duration.
+    for query in ["wait=21s", "visibility=soon"] {
+        let r = node
+            .api(
+                Method::GET,
+                &format!("/v1/apps/shop/queues/inbox/messages?{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+    }
+
+    // The CLI's --visibility holds the message that long; status counts it in
+    // flight, and the age of the oldest message grows.
+    cli_ok(&node, &["queue", "send", "shop/inbox", "held"]);
+    let out = cli_ok(
+        &node,
+        &[
+            "queue",
+            "recv",
+            "shop/inbox",
+            "--visibility",
+            "1s",
+            "--json",
+        ],
+    );
+    assert!(out.contains("held"), "{out}");
+    let status = node.status().await;
+    let inbox = status["apps"][0]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "inbox")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (inbox["visible"].as_u64(), inbox["in_flight"].as_u64()),
+        (Some(0), Some(1)),
+        "{inbox}"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let s = stats(&node, "inbox").await;
+    assert_eq!(
+        (s["visible"].as_u64(), s["in_flight"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    assert!(s["oldest_age_ms"].as_u64().unwrap() >= 1000, "{s}");
+    let table = cli_ok(&node, &["status"]);
+    assert!(table.contains("IN FLIGHT"), "{table}");
+}

@@ -115,6 +115,16 @@ async fn batches_reach_the_function_and_failures_go_to_the_dead_letter_queue() {
     assert!(triggers[0]["failed"].as_u64().unwrap() >= 2, "{triggers}");
     let table = cli_ok(&node, &["status"]);
     assert!(table.contains("shop/orders-worker"), "{table}");
+
+    // Idle now, with a poller waiting on the queue its last message left for
+    // the dead-letter queue: the node sleeps (a busy poll would take a core).
+    let before = node.cpu_time();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = node.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(600),
+        "an idle node used {used:?} of CPU in 3 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
