@@ -1173,3 +1173,105 @@ async fn kill_9_during_writes(args: &[&str]) {
     let feed = changes(&node, "buckets", "images").await;
     assert_eq!(feed.len(), listed.len());
 }
+
+/// A component built only against the upstream `wasi:keyvalue` WIT (no Nimbus
+/// SDK, no Nimbus import) runs unchanged: store, atomics and batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_wasi_keyvalue_component_runs_unchanged() {
+    let node = TestNode::serve();
+    let app = AppDir::new(
+        "[app]\nname = \"shop\"\n\n[functions.plain]\nsource = \"{kv-wasi}\"\nuses = [\"kv:carts\"]\n\n\
+         [[routes]]\npath = \"/{*path}\"\nfunction = \"plain\"\n\n[kv.carts]\n[kv.sessions]\n",
+    );
+    node.deploy(app.path());
+
+    assert_eq!(
+        post(&node, "/set?store=carts&key=c1", "mug").await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        get(&node, "/get?store=carts&key=c1").await,
+        (200, "mug".into())
+    );
+    assert_eq!(cli_ok(&node, &["kv", "get", "shop/carts", "c1"]), "mug");
+    assert_eq!(get(&node, "/exists?store=carts&key=c1").await.1, "true");
+    assert_eq!(get(&node, "/get?store=carts&key=nope").await.0, 404);
+    assert_eq!(get(&node, "/increment?store=carts&key=n&by=5").await.1, "5");
+    assert_eq!(get(&node, "/increment?store=carts&key=n&by=2").await.1, "7");
+    assert_eq!(
+        post(&node, "/set-many?store=carts", "a=1\nb=2\nc=3")
+            .await
+            .1,
+        "ok"
+    );
+    assert_eq!(
+        get(&node, "/get-many?store=carts&keys=a,zz,c").await.1,
+        "a=1\n-\nc=3"
+    );
+    assert_eq!(
+        get(&node, "/delete-many?store=carts&keys=a,b").await.1,
+        "ok"
+    );
+    assert_eq!(get(&node, "/delete?store=carts&key=c1").await.1, "ok");
+    assert_eq!(get(&node, "/exists?store=carts&key=c1").await.1, "false");
+    // More keys than one page, read through the standard numeric cursor.
+    // A batch holds at most 1,000 entries (the documented limit), so two.
+    for part in [0..600, 600..1200] {
+        let many: String = part.map(|i| format!("k{i:04}=v\n")).collect();
+        assert_eq!(post(&node, "/set-many?store=carts", many).await.1, "ok");
+    }
+    let over: String = (0..1001).map(|i| format!("x{i}=v\n")).collect();
+    let (status, body) = post(&node, "/set-many?store=carts", over).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("at most 1000"), "{body}");
+    let (status, listed) = get(&node, "/list?store=carts").await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: Vec<&str> = listed.lines().collect();
+    assert_eq!(listed.len(), 1202, "k0000..k1199, c and n");
+    assert!(listed.contains(&"k1199") && listed.contains(&"c") && listed.contains(&"n"));
+
+    // A store that is not granted is the standard `access-denied`.
+    let (status, body) = get(&node, "/get?store=sessions&key=s").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("AccessDenied"), "{body}");
+    // An undeclared store is not granted either: no way to probe for names.
+    let (status, body) = get(&node, "/get?store=nope&key=s").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("AccessDenied"), "{body}");
+    assert_eq!(changes(&node, "kv", "sessions").await.len(), 0);
+}
+
+/// Grants hold for documents and buckets as for key-value stores: a function
+/// without `docs:orders` or `bucket:images` gets "not granted", and nothing is
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_and_buckets_refuse_functions_without_a_grant() {
+    let node = TestNode::serve();
+    let app = AppDir::new(
+        "[app]\nname = \"shop\"\n\n[functions.api]\nsource = \"{data}\"\nuses = [\"kv:carts\"]\n\n\
+         [[routes]]\npath = \"/{*path}\"\nfunction = \"api\"\n\n[kv.carts]\n[docs.orders]\n[buckets.images]\n",
+    );
+    node.deploy(app.path());
+    for (path, body) in [
+        ("/docs/put?coll=orders&id=o1", r#"{"total": 1}"#),
+        ("/docs/get?coll=orders&id=o1", ""),
+        ("/docs/query?coll=orders", "{}"),
+        ("/blobs/put?bucket=images&key=a.png", "png"),
+        ("/blobs/get?bucket=images&key=a.png", ""),
+        ("/blobs/list?bucket=images", ""),
+    ] {
+        let (status, text) = post(&node, path, body).await;
+        assert_eq!(status, 403, "{path}: {text}");
+        assert!(text.contains("not granted"), "{path}: {text}");
+    }
+    node.wait_log("document store `orders` is not granted to function `api`");
+    node.wait_log("bucket `images` is not granted to function `api`");
+    assert!(changes(&node, "docs", "orders").await.is_empty());
+    assert!(changes(&node, "buckets", "images").await.is_empty());
+    let r = node
+        .api(Method::GET, "/v1/apps/shop/buckets/images/objects/a.png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

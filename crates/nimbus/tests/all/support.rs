@@ -65,13 +65,18 @@ pub struct AppDir {
 }
 
 impl AppDir {
-    /// Writes `manifest` after replacing `{http}`, `{event}` and `{data}` with fixture paths.
+    /// Writes `manifest` after replacing `{http}`, `{event}`, `{data}` and `{kv-wasi}`
+    /// with fixture paths.
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = manifest
             .replace("{http}", &fixture("http_fixture").display().to_string())
             .replace("{event}", &fixture("event_fixture").display().to_string())
-            .replace("{data}", &fixture("data_fixture").display().to_string());
+            .replace("{data}", &fixture("data_fixture").display().to_string())
+            .replace(
+                "{kv-wasi}",
+                &fixture("kv_wasi_fixture").display().to_string(),
+            );
         std::fs::write(dir.path().join("nimbus.toml"), text).unwrap();
         Self { dir }
     }
