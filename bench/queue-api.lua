@@ -1,7 +1,8 @@
 -- wrk script for bench/queue-bench.sh: a Nimbus queue over the API (run wrk with -t1).
--- Env: Q_MODE=send|recv, Q_APP, Q_QUEUE, Q_BATCH (1..10), Q_SIZE (message bytes),
+-- Env: Q_MODE=send|one|recv, Q_APP, Q_QUEUE, Q_BATCH (1..10), Q_SIZE (message bytes),
 -- Q_VISIBILITY (recv), NIMBUS_TOKEN.
 --   send: every request is POST .../messages/batch with Q_BATCH messages of Q_SIZE bytes.
+--   one:  every request is POST .../messages with one message of Q_SIZE bytes as the body.
 --   recv: a request is either GET .../messages?max=Q_BATCH (wait 0) or, when a receive
 --         has come back with receipts not yet deleted, POST .../messages/delete with
 --         those receipts (one batch delete per receive). Every connection thus
@@ -22,7 +23,7 @@ local auth = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "appli
 
 msgs, entry_errors, empties = 0, 0, 0
 local pending = {}   -- delete bodies waiting for a connection
-local send_req, recv_req
+local send_req, one_req, recv_req
 
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
@@ -32,11 +33,13 @@ init = function(args)
   local entries = {}
   for i = 1, batch do entries[i] = '{"body":"' .. body .. '"}' end
   send_req = wrk.format("POST", base .. "/batch", auth, '{"entries":[' .. table.concat(entries, ",") .. ']}')
+  one_req = wrk.format("POST", base, { ["Authorization"] = "Bearer " .. token }, body)
   recv_req = wrk.format("GET", base .. "?max=" .. batch .. "&wait=0s&visibility=" .. visibility, auth)
 end
 
 request = function()
   if mode == "send" then return send_req end
+  if mode == "one" then return one_req end
   local del = table.remove(pending)
   if del then return del end
   return recv_req
@@ -44,7 +47,7 @@ end
 
 response = function(status, headers, body)
   if status ~= 200 then return end
-  if mode == "send" then
+  if mode == "send" or mode == "one" then
     local _, ok = body:gsub('"message_id"', "")
     local _, bad = body:gsub('"error"', "")
     msgs, entry_errors = msgs + ok, entry_errors + bad

@@ -1,5 +1,8 @@
 //! An event function: echoes an event's type and data; data `fail` makes the
-//! handler report an error, `trap` makes it panic.
+//! handler report an error, `trap` makes it panic. In a batch, data `t=NANOS`
+//! (a send time, nanoseconds since the Unix epoch) prints
+//! `queue-latency-us=N`, the time from that send to the handler's start, for
+//! `bench/queue-latency.sh`.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -23,6 +26,16 @@ impl Guest for Fixture {
     }
 
     fn handle_batch(events: Vec<CloudEvent>) -> Result<BatchResult, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for event in &events {
+            let sent = event.data.as_deref().and_then(|d| d.strip_prefix(b"t="));
+            if let Some(sent) = sent.and_then(|s| std::str::from_utf8(s).ok()?.parse::<u128>().ok())
+            {
+                println!("queue-latency-us={}", now.saturating_sub(sent) / 1000);
+            }
+        }
         let failed_ids = events
             .into_iter()
             .filter(|e| e.data.as_deref() == Some(b"fail"))

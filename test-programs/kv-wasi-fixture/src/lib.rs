@@ -71,7 +71,12 @@ fn run(
         }
         "increment" => {
             let by = param("by").and_then(|b| b.parse().ok()).unwrap_or(1);
-            (200, atomics::increment(&bucket, &key, by)?.to_string().into_bytes())
+            (
+                200,
+                atomics::increment(&bucket, &key, by)?
+                    .to_string()
+                    .into_bytes(),
+            )
         }
         // Every key, following cursors to the end: one line each.
         "list" => {
