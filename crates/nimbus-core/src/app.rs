@@ -27,6 +27,63 @@ pub struct App {
     /// Event-source mappings, in manifest order.
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// The app's event bus: its rules (every app has one bus).
+    #[serde(default)]
+    pub bus: BusDecl,
+}
+
+/// `[bus]` and `[bus.rules.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusDecl {
+    /// How long put events are kept for replay; zero keeps none.
+    #[serde(with = "duration_ms")]
+    pub archive: Duration,
+    pub rules: BTreeMap<String, Rule>,
+}
+
+impl Default for BusDecl {
+    fn default() -> Self {
+        Self {
+            archive: Duration::from_secs(24 * 3600),
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+/// A bus rule: events matching `pattern` go to each of `targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub name: String,
+    /// The pattern as written (JSON), valid: see [`crate::pattern`].
+    pub pattern: serde_json::Value,
+    pub targets: Vec<RuleTarget>,
+    pub enabled: bool,
+}
+
+/// One target of a rule, with its own delivery retries and dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTarget {
+    pub destination: Destination,
+    pub input: Input,
+    /// Delivery attempts after the first, with exponential backoff.
+    pub retries: u32,
+    /// Delivery stops (and the event goes to `dead_letter`) once the event is this old.
+    #[serde(with = "duration_ms")]
+    pub max_event_age: Duration,
+    /// A queue of this app for events that could not be delivered.
+    pub dead_letter: Option<String>,
+}
+
+/// What a target receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// The whole CloudEvent.
+    Event,
+    /// A part of it: `$.data.order` (a JSONPath of names and indexes).
+    Path(String),
+    /// A template whose `<$.path>` placeholders are replaced by parts of the event.
+    Template(String),
 }
 
 impl App {

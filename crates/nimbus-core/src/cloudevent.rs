@@ -76,9 +76,16 @@ impl CloudEvent {
                 .is_some_and(|t| t.starts_with("application/json"))
                 .then(|| serde_json::from_slice::<serde_json::Value>(data).ok())
                 .flatten();
-            match json {
-                Some(v) => map.insert("data".into(), v),
-                None => map.insert(
+            let text = self
+                .datacontenttype
+                .as_deref()
+                .is_some_and(|t| t.starts_with("text/"))
+                .then(|| std::str::from_utf8(data).ok())
+                .flatten();
+            match (json, text) {
+                (Some(v), _) => map.insert("data".into(), v),
+                (None, Some(text)) => map.insert("data".into(), text.into()),
+                (None, None) => map.insert(
                     "data_base64".into(),
                     base64::engine::general_purpose::STANDARD
                         .encode(data)
@@ -87,5 +94,104 @@ impl CloudEvent {
             };
         }
         serde_json::Value::Object(map)
+    }
+
+    /// Reads the structured-mode JSON form: `specversion` 1.0, `id`, `source`
+    /// and `type` required; `data` (any JSON, or a string for a non-JSON
+    /// `datacontenttype`) or `data_base64`; other attributes become extensions.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        use base64::Engine as _;
+        use serde_json::Value;
+        let Value::Object(map) = value else {
+            return Err("a CloudEvent is a JSON object".into());
+        };
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match map.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("`{key}` must be a string")),
+            }
+        };
+        let required = |key: &str| -> Result<String, String> {
+            match text(key)? {
+                Some(s) if !s.is_empty() => Ok(s),
+                _ => Err(format!("`{key}` is required")),
+            }
+        };
+        match text("specversion")?.as_deref() {
+            Some("1.0") => {}
+            Some(other) => return Err(format!("`specversion` {other} is not supported (1.0 is)")),
+            None => return Err("`specversion` is required (\"1.0\")".into()),
+        }
+        let mut event = Self::new(required("id")?, required("source")?, required("type")?);
+        event.subject = text("subject")?;
+        event.time = text("time")?;
+        event.datacontenttype = text("datacontenttype")?;
+        match (map.get("data"), map.get("data_base64")) {
+            (Some(_), Some(_)) => return Err("`data` and `data_base64` exclude each other".into()),
+            (Some(Value::Null), None) | (None, None) => {}
+            (Some(data), None) => {
+                let json = event
+                    .datacontenttype
+                    .as_deref()
+                    .is_none_or(|t| t.starts_with("application/json") || t.ends_with("+json"));
+                event.data = Some(match (json, data) {
+                    (false, Value::String(s)) => s.clone().into_bytes(),
+                    _ => {
+                        event
+                            .datacontenttype
+                            .get_or_insert_with(|| "application/json".into());
+                        data.to_string().into_bytes()
+                    }
+                });
+            }
+            (None, Some(Value::String(b64))) => {
+                event.data = Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| format!("`data_base64` is not base64: {e}"))?,
+                );
+            }
+            (None, Some(_)) => return Err("`data_base64` must be a string".into()),
+        }
+        for (key, value) in map {
+            if matches!(
+                key.as_str(),
+                "specversion"
+                    | "id"
+                    | "source"
+                    | "type"
+                    | "subject"
+                    | "time"
+                    | "datacontenttype"
+                    | "data"
+                    | "data_base64"
+                    | "dataschema"
+            ) {
+                continue;
+            }
+            if key.is_empty()
+                || key.len() > 20
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "extension attribute `{key}`: names are 1-20 lower-case letters or digits"
+                ));
+            }
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(format!(
+                        "extension attribute `{key}` must be a string, number or boolean"
+                    ));
+                }
+            };
+            event.extensions.insert(key.clone(), value);
+        }
+        Ok(event)
     }
 }

@@ -7,11 +7,14 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod cloudevent;
 pub mod data;
 pub mod duration;
 pub mod invocation;
 pub mod manifest;
+pub mod pattern;
 pub mod plan;
 pub mod ports;
 pub mod queue;
+pub mod transform;

@@ -109,6 +109,27 @@ impl Plan {
                 changes.push(change(Op::Removed, "trigger", &o.name, String::new()));
             }
         }
+        let empty_rules = BTreeMap::new();
+        let old_rules = current.map_or(&empty_rules, |a| &a.bus.rules);
+        for (name, rule) in &next.bus.rules {
+            let targets = rule
+                .targets
+                .iter()
+                .map(|t| t.destination.to_string().replace('`', ""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let detail = format!("-> {targets}");
+            match old_rules.get(name) {
+                None => changes.push(change(Op::Added, "rule", name, detail)),
+                Some(old) if old != rule => changes.push(change(Op::Changed, "rule", name, detail)),
+                Some(_) => {}
+            }
+        }
+        for name in old_rules.keys() {
+            if !next.bus.rules.contains_key(name) {
+                changes.push(change(Op::Removed, "rule", name, String::new()));
+            }
+        }
         let old_stores: Vec<(StoreKind, &str)> = current.map(App::stores).unwrap_or_default();
         let new_stores = next.stores();
         for &(kind, name) in &new_stores {
@@ -160,6 +181,12 @@ impl Plan {
             app.triggers
                 .iter()
                 .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
+        );
+        changes.extend(
+            app.bus
+                .rules
+                .keys()
+                .map(|name| change(Op::Removed, "rule", name, String::new())),
         );
         changes.extend(app.stores().into_iter().map(|(kind, name)| {
             change(

@@ -6,6 +6,7 @@
 //! and references between sections. Reading component files is the loader's job
 //! (in the `nimbus` crate); it reports through [`Manifest::source_error`].
 
+mod bus;
 mod diagnostic;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ struct RawManifest {
     buckets: BTreeMap<Spanned<String>, RawBucket>,
     #[serde(default)]
     queues: BTreeMap<Spanned<String>, RawQueue>,
+    #[serde(default)]
+    bus: bus::RawBus,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +320,7 @@ fn resolve(
     }
 
     let routes = resolve_routes(reporter, raw.routes, &functions);
+    let bus = bus::resolve(reporter, raw.bus, &stores, &mut function_destinations);
     check_destinations(reporter, &function_destinations, &functions, &stores);
     let triggers = resolve_triggers(reporter, raw.triggers, &functions, &stores);
     App {
@@ -329,6 +333,7 @@ fn resolve(
         buckets: stores.buckets,
         queues: stores.queues,
         triggers,
+        bus,
     }
 }
 
