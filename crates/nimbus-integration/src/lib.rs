@@ -4,13 +4,17 @@
 //! [`nimbus_core::queue::QueueService`]), queue triggers ([`Triggers`]: pollers
 //! that deliver batches to functions), and async invocations ([`Invocations`],
 //! implementing [`nimbus_core::invocation::AsyncInvoker`]: durably queued events
-//! tried with retries and sent to their destinations). Topics, the event bus and
+//! tried with retries and sent to their destinations), and the event bus
+//! ([`Bus`], implementing [`nimbus_core::bus::EventBus`]: rules matched by
+//! pattern, deliveries to queues and functions through an outbox). Topics and
 //! streams will live here too.
 
+pub mod bus;
 pub mod invocations;
 pub mod queue;
 pub mod triggers;
 
+pub use bus::Bus;
 pub use invocations::Invocations;
 pub use queue::Queues;
 pub use triggers::Triggers;

@@ -39,6 +39,7 @@ pub struct DataApi {
     pub catalog: Arc<dyn StoreCatalog>,
     pub queues: Arc<dyn QueueService>,
     pub invocations: Arc<dyn AsyncInvoker>,
+    pub bus: Arc<dyn nimbus_core::bus::EventBus>,
     pub signer: UrlSigner,
     /// Base URL of the gateway, for signed URLs.
     pub gateway_url: String,
@@ -104,6 +105,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
             get(changes_buckets),
         )
         .merge(crate::queue_api::routes())
+        .merge(crate::events_api::routes())
         .layer(axum::Extension(api))
 }
 

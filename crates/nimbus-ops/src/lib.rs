@@ -8,6 +8,7 @@
 mod admin;
 mod control;
 pub mod data_api;
+mod events_api;
 mod queue_api;
 mod registry;
 mod token;

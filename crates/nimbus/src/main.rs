@@ -4,6 +4,7 @@ mod cli_error;
 mod client;
 mod commands;
 mod data_cli;
+mod events_cli;
 mod loader;
 mod node;
 
@@ -120,6 +121,13 @@ enum Command {
     Trigger {
         #[command(subcommand)]
         command: data_cli::TriggerCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The app's event bus: put events, list rules with delivery counts, replay.
+    Events {
+        #[command(subcommand)]
+        command: events_cli::EventsCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -278,6 +286,9 @@ fn main() -> ExitCode {
             }
             Command::Trigger { command, client } => {
                 data_cli::trigger(&client.connect()?, command, client.json).await
+            }
+            Command::Events { command, client } => {
+                events_cli::events(&client.connect()?, command, client.json).await
             }
             Command::Changes {
                 store,

@@ -40,6 +40,7 @@ struct NodePlatform {
     components: FileStore,
     triggers: Triggers,
     invocations: Invocations,
+    bus: nimbus_integration::Bus,
 }
 
 fn to_string(err: nimbus_compute::Error) -> String {
@@ -78,10 +79,17 @@ impl Platform for NodePlatform {
         self.gateway.set_app(app, deployment);
         self.triggers.set_app(app, deployment);
         self.invocations.set_app(app, deployment);
+        self.bus.set_app(app).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
     fn remove(&self, app: &str) {
+        let (bus, name) = (self.bus.clone(), app.to_string());
+        tokio::spawn(async move {
+            if let Err(err) = bus.remove_app(&name).await {
+                tracing::warn!("forgetting the bus of `{name}` failed: {err}");
+            }
+        });
         self.triggers.remove_app(app);
         self.invocations.remove_app(app);
         self.gateway.remove_app(app);
@@ -194,12 +202,19 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("cannot open the triggers: {e}"))?;
         let invocations = Invocations::open(db.clone(), runtime.clone(), queues.clone())
             .map_err(|e| anyhow::anyhow!("cannot open the async invocations: {e}"))?;
+        let bus = nimbus_integration::Bus::open(
+            db.clone(),
+            queues.clone(),
+            Arc::new(invocations.clone()),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the event bus: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
             gateway: gateway.clone(),
             components: components.clone(),
             triggers,
             invocations: invocations.clone(),
+            bus: bus.clone(),
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(
@@ -217,12 +232,26 @@ impl Node {
             catalog: data_ports.catalog,
             queues,
             invocations: Arc::new(invocations.clone()),
+            bus: Arc::new(bus.clone()),
             signer,
             gateway_url,
         };
         let restored = control.restore().await?;
         // After the restore: every deployed app's functions are known to it.
         invocations.start();
+        bus.start();
+        {
+            // Archived bus events past their app's archive retention.
+            let bus = bus.clone();
+            spawn_every(
+                Duration::from_secs(600),
+                "expiring archived events",
+                move || {
+                    let bus = bus.clone();
+                    async move { bus.expire().await }
+                },
+            );
+        }
         {
             // Records of async invocations that ended a day ago.
             let invocations = invocations.clone();

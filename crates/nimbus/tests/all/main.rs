@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `nimbus` binary on free loopback ports.
 
 mod async_invoke;
+mod bus;
 mod data;
 mod deploy;
 mod events;

@@ -1,0 +1,283 @@
+//! The event bus end to end: rules matched by pattern, deliveries to a queue and
+//! to a function (with an input path), retries then the dead-letter queue, put
+//! over the CLI and the API (structured, batched, binary mode), per-target
+//! counts, replay from the archive, and `kill -9` right after puts.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{AppDir, TestNode, text};
+
+const APP: &str = r#"
+[app]
+name = "shop"
+
+[functions.vip]
+source = "{data}"
+uses = ["kv:seen"]
+
+[kv.seen]
+
+[queues.big]
+[queues.dead]
+[queues.tiny]
+max_message_size = 10
+
+[bus.rules.big-orders]
+pattern = { type = ["order.placed"], data = { total = [{ numeric = [">", 100] }] } }
+targets = [{ function = "vip", input_path = "$.data.name" }, { queue = "big" }]
+
+[bus.rules.to-tiny]
+pattern = { type = ["order.placed"], source = [{ prefix = "shop/" }] }
+targets = [{ queue = "tiny", retries = 1, dead_letter = "dead" }]
+"#;
+
+fn cli_ok(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(out.status.success(), "{args:?}:\n{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every message of `queue` received within `wait` (and deleted), as JSON bodies.
+async fn drain(node: &TestNode, queue: &str, want: usize, wait: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        let out = cli_ok(
+            node,
+            &[
+                "queue",
+                "recv",
+                &format!("shop/{queue}"),
+                "--max",
+                "10",
+                "--wait",
+                "1",
+                "--delete",
+                "--json",
+            ],
+        );
+        let batch: Value = serde_json::from_str(&out).unwrap();
+        for m in batch["messages"].as_array().unwrap() {
+            got.push(serde_json::from_str(m["body"].as_str().unwrap()).unwrap());
+        }
+    }
+    got
+}
+
+fn put(node: &TestNode, ty: &str, source: &str, data: &str) -> String {
+    cli_ok(
+        node,
+        &[
+            "events", "put", "shop", "--type", ty, "--source", source, "--data", data,
+        ],
+    )
+}
+
+fn target<'a>(rules: &'a Value, rule: &str, i: usize) -> &'a Value {
+    let rule = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule)
+        .unwrap_or_else(|| panic!("no rule {rule} in {rules}"));
+    &rule["targets"][i]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_route_events_to_queues_and_functions_with_retries_and_replay() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(APP);
+    let plan = node.deploy(dir.path());
+    assert!(plan.contains("+ rule big-orders"), "{plan}");
+
+    // Matching is per rule: the big order matches both, the small one only
+    // `to-tiny`, another type none.
+    let out = put(
+        &node,
+        "order.placed",
+        "shop/checkout",
+        r#"{"total": 150, "name": "ada"}"#,
+    );
+    assert!(out.contains("matched big-orders, to-tiny"), "{out}");
+    let out = put(
+        &node,
+        "order.placed",
+        "shop/checkout",
+        r#"{"total": 50, "name": "bob"}"#,
+    );
+    assert!(
+        out.contains("matched to-tiny") && !out.contains("big-orders"),
+        "{out}"
+    );
+    let out = put(&node, "cart.updated", "shop/carts", r#"{"total": 500}"#);
+    assert!(out.contains("matched no rule"), "{out}");
+
+    // The queue target gets the whole CloudEvent; the function its input path.
+    let big = drain(&node, "big", 1, Duration::from_secs(10)).await;
+    assert_eq!(big.len(), 1, "{big:?}");
+    assert_eq!(big[0]["type"], "order.placed");
+    assert_eq!(big[0]["data"]["total"], 150);
+    assert!(
+        big[0]["time"].is_string(),
+        "a put event gets a time: {}",
+        big[0]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.cli(&["kv", "get", "shop/seen", "msg:ada"]).stdout != b"1" {
+        assert!(
+            Instant::now() < deadline,
+            "vip never saw ada:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // `tiny` refuses every event (too large): one retry, then the dead-letter
+    // queue, with the rule, the error and the event.
+    let dead = drain(&node, "dead", 2, Duration::from_secs(15)).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["rule"], "to-tiny");
+        assert_eq!(d["attempts"], 2);
+        assert!(d["error"].as_str().unwrap().contains("10"), "{d}");
+        assert_eq!(d["event"]["type"], "order.placed");
+    }
+
+    let rules: Value =
+        serde_json::from_str(&cli_ok(&node, &["events", "rules", "shop", "--json"])).unwrap();
+    let vip = target(&rules, "big-orders", 0);
+    assert_eq!(
+        (vip["matched"].as_u64(), vip["delivered"].as_u64()),
+        (Some(1), Some(1)),
+        "{vip}"
+    );
+    let tiny = target(&rules, "to-tiny", 0);
+    assert_eq!(tiny["matched"], 2, "{tiny}");
+    assert_eq!(tiny["retried"], 2, "{tiny}");
+    assert_eq!(tiny["failed"], 2, "{tiny}");
+    assert_eq!(tiny["dead_lettered"], 2, "{tiny}");
+    assert_eq!(tiny["pending"], 0, "{tiny}");
+    let table = cli_ok(&node, &["events", "rules", "shop"]);
+    assert!(
+        table.contains("DEAD-LETTERED") && table.contains("queue tiny"),
+        "{table}"
+    );
+
+    // The API: binary mode, and a batch with one bad entry that fails alone.
+    let r = node
+        .api(Method::POST, "/v1/apps/shop/events")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "bin-1")
+        .header("ce-type", "order.placed")
+        .header("ce-source", "elsewhere")
+        .header("content-type", "application/json")
+        .body(r#"{"total": 900, "name": "cy"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["results"][0]["matched_rules"],
+        json!(["big-orders"]),
+        "{body}"
+    );
+    let r = node
+        .api(Method::POST, "/v1/apps/shop/events")
+        .json(&json!([
+            {"specversion": "1.0", "id": "a", "type": "order.placed", "source": "api", "data": {"total": 101, "name": "di"}},
+            {"specversion": "1.0", "id": "b", "source": "api"},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["failed"], 1, "{body}");
+    assert_eq!(body["results"][0]["id"], "a");
+    assert!(
+        body["results"][1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`type`"),
+        "{body}"
+    );
+    let eleven: Vec<Value> = (0..11)
+        .map(|i| json!({"specversion": "1.0", "id": format!("e{i}"), "type": "t", "source": "s"}))
+        .collect();
+    let r = node
+        .api(Method::POST, "/v1/apps/shop/events")
+        .json(&eleven)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let big = drain(&node, "big", 2, Duration::from_secs(10)).await;
+    let ids: BTreeSet<&str> = big.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, BTreeSet::from(["a", "bin-1"]));
+
+    // Replay: the archived events go through the rules again, marked.
+    let out = cli_ok(&node, &["events", "replay", "shop", "--from", "1h"]);
+    assert!(out.contains("replayed 5 event(s)"), "{out}");
+    let replayed = drain(&node, "big", 3, Duration::from_secs(10)).await;
+    assert_eq!(replayed.len(), 3, "{replayed:?}");
+    assert!(replayed.iter().all(|e| {
+        e["replayof"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rpl-"))
+    }));
+
+    // Unknown apps are refused.
+    let out = node.cli(&["events", "put", "nope", "--type", "t", "--source", "s"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no app `nope`"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_survive_kill_9_right_after_the_puts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start_in(tmp.path(), &["serve"]);
+    let dir = AppDir::new(APP);
+    node.deploy(dir.path());
+    let mut ids = BTreeSet::new();
+    for i in 0..20 {
+        let id = format!("k{i}");
+        let r = node
+            .api(Method::POST, "/v1/apps/shop/events")
+            .json(&json!({"specversion": "1.0", "id": id, "type": "order.placed", "source": "api", "data": {"total": 1000 + i, "name": format!("n{i}")}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.insert(id);
+    }
+    node.kill9();
+    node.restart(&["serve"]);
+    // Every acknowledged event reaches the queue at least once.
+    let got = drain(&node, "big", 20, Duration::from_secs(15)).await;
+    let seen: BTreeSet<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_pattern_fails_the_deploy_with_its_place() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        "[app]\nname = \"shop\"\n\n[queues.q]\n\n[bus.rules.r]\n\
+         pattern = { data = { total = [{ numeric = [\">>\", 1] }] } }\ntargets = [{ queue = \"q\" }]\n",
+    );
+    let out = node.cli(&["deploy", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid pattern at `data.total[0].numeric[0]`"),
+        "{err}"
+    );
+    assert!(err.contains("nimbus.toml"), "{err}");
+}
