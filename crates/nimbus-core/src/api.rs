@@ -68,7 +68,11 @@ pub struct AppStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TriggerStatus {
     pub name: String,
+    /// The queue of a queue trigger (empty for a trigger on store changes).
     pub queue: String,
+    /// What feeds it: `queue orders`, `bucket images`, `kv carts`, `docs orders`.
+    #[serde(default)]
+    pub source: String,
     pub function: String,
     pub enabled: bool,
     /// Pollers running now.

@@ -27,6 +27,9 @@ pub struct App {
     /// Event-source mappings, in manifest order.
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// `[[triggers]]` on a store's changes (`bucket`, `kv` or `docs`), in manifest order.
+    #[serde(default)]
+    pub change_triggers: Vec<ChangeTrigger>,
     /// The app's event bus: its rules (every app has one bus).
     #[serde(default)]
     pub bus: BusDecl,
@@ -331,6 +334,46 @@ impl Function {
     /// Whether the function's `uses` grants access to store `name` of `kind`.
     pub fn may_use(&self, kind: StoreKind, name: &str) -> bool {
         self.uses.iter().any(|g| g.kind == kind && g.name == name)
+    }
+}
+
+/// `[[triggers]]` with `bucket`, `kv` or `docs`: the store's changes, filtered,
+/// delivered one at a time in feed order (so in order per key) to a function's
+/// event handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeTrigger {
+    /// Unique among the app's triggers: `name`, or `STORE-FUNCTION`.
+    pub name: String,
+    pub kind: StoreKind,
+    pub store: String,
+    pub function: String,
+    /// Change kinds delivered (`created`, `deleted`, ...); empty: all.
+    pub events: Vec<String>,
+    /// Only keys (ids) starting and ending so.
+    pub prefix: String,
+    pub suffix: String,
+    /// Attempts after the first for a change the function fails; then it is skipped.
+    pub retries: u32,
+    pub enabled: bool,
+}
+
+impl ChangeTrigger {
+    /// The change kinds a store of `kind` emits (the last part of their CloudEvent type).
+    pub fn kinds_of(kind: StoreKind) -> &'static [&'static str] {
+        match kind {
+            StoreKind::Kv => &["set", "deleted", "expired"],
+            StoreKind::Docs => &["created", "updated", "deleted"],
+            StoreKind::Buckets => &["created", "deleted"],
+            StoreKind::Queues => &[],
+        }
+    }
+
+    /// Whether a change of CloudEvent `ty` to key `subject` is delivered.
+    pub fn wants(&self, ty: &str, subject: &str) -> bool {
+        let kind = ty.rsplit('.').next().unwrap_or_default();
+        (self.events.is_empty() || self.events.iter().any(|e| e == kind))
+            && subject.starts_with(&self.prefix)
+            && subject.ends_with(&self.suffix)
     }
 }
 

@@ -742,6 +742,9 @@ pub trait StoreCatalog: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> DataResult<Vec<ChangeRecord>>;
+    /// The position of the store's newest change (0 if it has none): where a
+    /// new consumer of the feed starts.
+    async fn latest_change(&self, app: &str, kind: StoreKind, name: &str) -> DataResult<u64>;
 }
 
 // ---------------------------------------------------------------------------

@@ -109,6 +109,21 @@ impl Plan {
                 changes.push(change(Op::Removed, "trigger", &o.name, String::new()));
             }
         }
+        let empty_changes = Vec::new();
+        let old_changes = current.map_or(&empty_changes, |a| &a.change_triggers);
+        for t in &next.change_triggers {
+            let detail = format!("{} {} -> {}", t.kind.grant_prefix(), t.store, t.function);
+            match old_changes.iter().find(|o| o.name == t.name) {
+                None => changes.push(change(Op::Added, "trigger", &t.name, detail)),
+                Some(o) if o != t => changes.push(change(Op::Changed, "trigger", &t.name, detail)),
+                Some(_) => {}
+            }
+        }
+        for o in old_changes {
+            if !next.change_triggers.iter().any(|t| t.name == o.name) {
+                changes.push(change(Op::Removed, "trigger", &o.name, String::new()));
+            }
+        }
         let empty_rules = BTreeMap::new();
         let old_rules = current.map_or(&empty_rules, |a| &a.bus.rules);
         for (name, rule) in &next.bus.rules {
@@ -179,6 +194,11 @@ impl Plan {
         );
         changes.extend(
             app.triggers
+                .iter()
+                .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
+        );
+        changes.extend(
+            app.change_triggers
                 .iter()
                 .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
         );

@@ -232,6 +232,22 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The position of `store`'s newest change, 0 if none.
+    pub async fn latest_change(&self, store: &StoreInfo) -> DataResult<u64> {
+        let id = store.id;
+        self.db
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT MAX(seq) FROM data_changes WHERE store_id = ?1")?
+                    .query_row([id], |r| r.get::<_, Option<i64>>(0))?
+                    .unwrap_or(0) as u64)
+            })
+            .await
+            .map_err(DataError::storage)
+    }
+}
+
 /// Appends a change event for `store` inside the caller's transaction. `data` is
 /// the event's JSON payload.
 pub fn append_change(

@@ -67,6 +67,9 @@ impl From<DbError> for nimbus_core::data::DataError {
 pub struct Database {
     conn: Arc<Mutex<Connection>>,
     group: Arc<Mutex<Group>>,
+    /// Counts committed write groups, so readers of what writes leave behind
+    /// (change feeds) can wait for the next commit instead of polling.
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -107,6 +110,7 @@ impl Database {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             group: Arc::new(Mutex::new(Group::default())),
+            commits: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -140,6 +144,11 @@ impl Database {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// A receiver that sees a new value after every committed write group.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Runs `f` with the connection on a blocking thread.
@@ -241,8 +250,12 @@ impl Database {
                 }
             };
             drop(conn);
+            let committed = !finishes.is_empty();
             for finish in finishes {
                 finish(None);
+            }
+            if committed {
+                self.commits.send_modify(|n| *n = n.wrapping_add(1));
             }
             if let Some((jobs, message)) = error {
                 // Could not even begin: fail each write without running it.

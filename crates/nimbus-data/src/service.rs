@@ -127,6 +127,11 @@ impl StoreCatalog for DataService {
         let store = self.catalog.lookup(kind, StoreRef::new(app, name))?;
         self.catalog.changes(&store, after, limit).await
     }
+
+    async fn latest_change(&self, app: &str, kind: StoreKind, name: &str) -> DataResult<u64> {
+        let store = self.catalog.lookup(kind, StoreRef::new(app, name))?;
+        self.catalog.latest_change(&store).await
+    }
 }
 
 /// The service as the ports compute, ops and edge take.

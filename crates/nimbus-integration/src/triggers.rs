@@ -230,6 +230,7 @@ impl Triggers {
             .map(|(_, m)| TriggerStatus {
                 name: m.trigger.name.clone(),
                 queue: m.trigger.queue.clone(),
+                source: format!("queue {}", m.trigger.queue),
                 function: m.trigger.function.clone(),
                 enabled: m.enabled,
                 pollers: m.stats.pollers.load(Ordering::Relaxed),

@@ -361,7 +361,7 @@ pub fn render_status(report: &StatusReport) -> String {
     let mut triggers = vec![
         [
             "TRIGGER",
-            "QUEUE -> FUNCTION",
+            "SOURCE -> FUNCTION",
             "ENABLED",
             "POLLERS",
             "MESSAGES",
@@ -374,7 +374,7 @@ pub fn render_status(report: &StatusReport) -> String {
         for t in &app.triggers {
             triggers.push(vec![
                 format!("{}/{}", app.name, t.name),
-                format!("{} -> {}", t.queue, t.function),
+                format!("{} -> {}", t.source, t.function),
                 t.enabled.to_string(),
                 t.pollers.to_string(),
                 t.messages.to_string(),

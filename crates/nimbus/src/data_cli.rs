@@ -981,7 +981,7 @@ pub async fn trigger(client: &Client, command: TriggerCommand, json_out: bool) -
             }
             let mut rows = vec![
                 [
-                    "TRIGGER", "QUEUE", "FUNCTION", "ENABLED", "POLLERS", "BATCHES", "MESSAGES",
+                    "TRIGGER", "SOURCE", "FUNCTION", "ENABLED", "POLLERS", "BATCHES", "MESSAGES",
                     "FAILED",
                 ]
                 .map(String::from)
@@ -990,7 +990,7 @@ pub async fn trigger(client: &Client, command: TriggerCommand, json_out: bool) -
             for t in triggers.as_array().into_iter().flatten() {
                 rows.push(
                     [
-                        "name", "queue", "function", "enabled", "pollers", "batches", "messages",
+                        "name", "source", "function", "enabled", "pollers", "batches", "messages",
                         "failed",
                     ]
                     .iter()

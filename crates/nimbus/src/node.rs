@@ -41,6 +41,7 @@ struct NodePlatform {
     triggers: Triggers,
     invocations: Invocations,
     bus: nimbus_integration::Bus,
+    changes: nimbus_integration::Changes,
 }
 
 fn to_string(err: nimbus_compute::Error) -> String {
@@ -80,12 +81,16 @@ impl Platform for NodePlatform {
         self.triggers.set_app(app, deployment);
         self.invocations.set_app(app, deployment);
         self.bus.set_app(app).await.map_err(|e| e.to_string())?;
+        self.changes.set_app(app, deployment);
         Ok(())
     }
 
     fn remove(&self, app: &str) {
-        let (bus, name) = (self.bus.clone(), app.to_string());
+        let (bus, changes, name) = (self.bus.clone(), self.changes.clone(), app.to_string());
         tokio::spawn(async move {
+            if let Err(err) = changes.remove_app(&name).await {
+                tracing::warn!("forgetting the change cursors of `{name}` failed: {err}");
+            }
             if let Err(err) = bus.remove_app(&name).await {
                 tracing::warn!("forgetting the bus of `{name}` failed: {err}");
             }
@@ -101,11 +106,17 @@ impl Platform for NodePlatform {
     }
 
     fn trigger_status(&self, app: &str) -> Vec<TriggerStatus> {
-        self.triggers.status(app)
+        let mut all = self.triggers.status(app);
+        all.extend(self.changes.status(app));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     async fn set_trigger(&self, app: &str, trigger: &str, enabled: bool) -> Result<(), DataError> {
-        self.triggers.set_enabled(app, trigger, enabled).await
+        match self.triggers.set_enabled(app, trigger, enabled).await {
+            Err(DataError::NotFound(_)) => self.changes.set_enabled(app, trigger, enabled).await,
+            other => other,
+        }
     }
 
     fn function_kind(&self, app: &str, function: &str) -> Option<(bool, bool)> {
@@ -208,6 +219,13 @@ impl Node {
             Arc::new(invocations.clone()),
         )
         .map_err(|e| anyhow::anyhow!("cannot open the event bus: {e}"))?;
+        let changes = nimbus_integration::Changes::open(
+            db.clone(),
+            data_ports.catalog.clone(),
+            runtime.clone(),
+            bus.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the change feeds: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
             gateway: gateway.clone(),
@@ -215,6 +233,7 @@ impl Node {
             triggers,
             invocations: invocations.clone(),
             bus: bus.clone(),
+            changes,
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(

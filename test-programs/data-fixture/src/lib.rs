@@ -20,7 +20,9 @@ struct Fixture;
 /// The same component is also an event function (the Nimbus event world), for
 /// queue triggers and async invocations: each event it handles is counted in
 /// the `seen` key-value store (`msg:DATA`, and `batch:SIZE` per batch), so tests
-/// can see every delivery. Data `fail` fails (reported), `trap` panics.
+/// can see every delivery. Data `fail` fails (reported), `trap` panics. A store
+/// change (type `nimbus.kv.*`, `nimbus.docs.*`, `nimbus.blob.*`) is logged as `change:NNNN` = "TYPE SUBJECT" in
+/// delivery order; a change to a key ending in `fail` fails.
 mod event {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -34,6 +36,29 @@ mod event {
 
     fn handle_one(event: &CloudEvent) -> Result<String, String> {
         let data = String::from_utf8_lossy(event.data.as_deref().unwrap_or_default()).into_owned();
+        // A store change: logged in delivery order as `change:NNNN` = "TYPE SUBJECT".
+        let change = ["nimbus.kv.", "nimbus.docs.", "nimbus.blob."]
+            .iter()
+            .any(|p| event.type_.starts_with(p));
+        if change {
+            let seen = kv::Store::open("seen").map_err(|e| e.to_string())?;
+            if event
+                .subject
+                .as_deref()
+                .is_some_and(|s| s.ends_with("fail"))
+            {
+                return Err("fixture asked to fail".into());
+            }
+            let n = seen.increment("changes", 1).map_err(|e| e.to_string())?;
+            let line = format!(
+                "{} {}",
+                event.type_,
+                event.subject.as_deref().unwrap_or_default()
+            );
+            seen.set(&format!("change:{n:04}"), line.as_bytes())
+                .map_err(|e| e.to_string())?;
+            return Ok(line);
+        }
         match data.as_str() {
             "fail" => Err("fixture asked to fail".into()),
             "trap" => panic!("fixture asked to trap"),

@@ -7,6 +7,7 @@
 //! (in the `nimbus` crate); it reports through [`Manifest::source_error`].
 
 mod bus;
+mod change_triggers;
 mod diagnostic;
 
 use std::collections::BTreeMap;
@@ -20,8 +21,8 @@ use diagnostic::Reporter;
 pub use diagnostic::{ManifestError, ManifestErrors, closest, line_col};
 
 use crate::app::{
-    App, BucketDecl, DeadLetter, Destination, DocStoreDecl, Function, Grant, KvStoreDecl,
-    OutboundHost, QueueDecl, Route, StoreKind, Trigger,
+    App, BucketDecl, ChangeTrigger, DeadLetter, Destination, DocStoreDecl, Function, Grant,
+    KvStoreDecl, OutboundHost, QueueDecl, Route, StoreKind, Trigger,
 };
 use crate::data::FieldPath;
 use crate::duration;
@@ -147,6 +148,14 @@ struct RawDestination {
 struct RawTrigger {
     name: Option<Spanned<String>>,
     queue: Option<Spanned<String>>,
+    bucket: Option<Spanned<String>>,
+    kv: Option<Spanned<String>>,
+    docs: Option<Spanned<String>>,
+    #[serde(default)]
+    events: Vec<Spanned<String>>,
+    prefix: Option<String>,
+    suffix: Option<String>,
+    retries: Option<Spanned<i64>>,
     function: Spanned<String>,
     batch_size: Option<Spanned<i64>>,
     max_batching_window: Option<Spanned<String>>,
@@ -322,7 +331,7 @@ fn resolve(
     let routes = resolve_routes(reporter, raw.routes, &functions);
     let bus = bus::resolve(reporter, raw.bus, &stores, &mut function_destinations);
     check_destinations(reporter, &function_destinations, &functions, &stores);
-    let triggers = resolve_triggers(reporter, raw.triggers, &functions, &stores);
+    let (triggers, change_triggers) = resolve_triggers(reporter, raw.triggers, &functions, &stores);
     App {
         name,
         hosts,
@@ -333,6 +342,7 @@ fn resolve(
         buckets: stores.buckets,
         queues: stores.queues,
         triggers,
+        change_triggers,
         bus,
     }
 }
@@ -836,20 +846,63 @@ fn resolve_triggers(
     raw: Vec<Spanned<RawTrigger>>,
     functions: &BTreeMap<String, Function>,
     stores: &Stores,
-) -> Vec<Trigger> {
+) -> (Vec<Trigger>, Vec<ChangeTrigger>) {
     let mut triggers: Vec<Trigger> = Vec::new();
+    let mut changes: Vec<ChangeTrigger> = Vec::new();
     for t in raw {
         let span = t.span();
         let t = t.into_inner();
-        let Some(queue) = t.queue else {
+        let sources = [&t.queue, &t.bucket, &t.kv, &t.docs]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if sources != 1 {
             reporter.error(
                 Some(span),
-                "a trigger needs a source: `queue = \"NAME\"`".to_string(),
+                if sources == 0 {
+                    "a trigger needs a source".to_string()
+                } else {
+                    "a trigger has one source".to_string()
+                },
                 "trigger",
-                Some("queues are the trigger source so far".into()),
+                Some("write one of `queue = \"NAME\"`, `bucket = \"NAME\"`, `kv = \"NAME\"` or `docs = \"NAME\"`".into()),
             );
             continue;
+        }
+        let Some(queue) = t.queue else {
+            if let Some(c) = change_triggers::resolve(reporter, span, t, functions, stores) {
+                let taken = triggers.iter().any(|x| x.name == c.trigger.name)
+                    || changes.iter().any(|x| x.name == c.trigger.name);
+                if taken {
+                    reporter.error(
+                        Some(c.span.clone()),
+                        format!("two triggers are named `{}`", c.trigger.name),
+                        "duplicate trigger",
+                        Some("give one a `name`".into()),
+                    );
+                }
+                changes.push(c.trigger);
+            }
+            continue;
         };
+        for (key, set) in [
+            ("events", !t.events.is_empty()),
+            ("prefix", t.prefix.is_some()),
+            ("suffix", t.suffix.is_some()),
+            ("retries", t.retries.is_some()),
+        ] {
+            if set {
+                reporter.error(
+                    Some(span.clone()),
+                    format!("`{key}` applies to triggers on store changes, not on queues"),
+                    "trigger",
+                    Some(
+                        "queue triggers take batch_size, max_batching_window and max_concurrency"
+                            .into(),
+                    ),
+                );
+            }
+        }
         let queues = stores.names(StoreKind::Queues);
         if !queues.contains(&queue.get_ref().as_str()) {
             let help = closest(queue.get_ref(), queues.iter().copied())
@@ -896,7 +949,7 @@ fn resolve_triggers(
             }
             None => format!("{}-{}", queue.get_ref(), t.function.get_ref()),
         };
-        if triggers.iter().any(|x| x.name == name) {
+        if triggers.iter().any(|x| x.name == name) || changes.iter().any(|x| x.name == name) {
             reporter.error(
                 Some(span.clone()),
                 format!("two triggers are named `{name}`"),
@@ -933,7 +986,7 @@ fn resolve_triggers(
             enabled: t.enabled.unwrap_or(true),
         });
     }
-    triggers
+    (triggers, changes)
 }
 
 fn resolve_grant(

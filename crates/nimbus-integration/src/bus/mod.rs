@@ -39,6 +39,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// Deliveries taken per dispatcher pass.
 const PASS: usize = 256;
 
+/// Work done in a put's transaction.
+type Also = Box<dyn FnOnce(&Connection) -> DataResult<()> + Send>;
+
 /// The bus of one deployed app.
 struct AppBus {
     decl: BusDecl,
@@ -196,13 +199,28 @@ impl Bus {
             .ok_or_else(|| DataError::NotFound(format!("no app `{app}`")))
     }
 
-    /// Archives and matches `events` in one write; `replay` marks replayed ones
-    /// (which are not archived again).
+    /// Puts changes of a store's feed (see [`crate::changes`]): matched like any
+    /// event but not archived (the feed keeps them); `also` runs in the same
+    /// transaction (the feed's cursor moves with the put).
+    pub async fn put_feed(
+        &self,
+        app: &str,
+        events: Vec<CloudEvent>,
+        also: impl FnOnce(&Connection) -> DataResult<()> + Send + 'static,
+    ) -> DataResult<()> {
+        let events = events.into_iter().map(|e| Ok(event_json(e))).collect();
+        self.put(app, events, false, Some(Box::new(also)))
+            .await
+            .map(drop)
+    }
+
+    /// Archives (if `archive`) and matches `events` in one write, with `also`.
     async fn put(
         &self,
         app: &str,
         events: Vec<Result<Value, DataError>>,
         archive: bool,
+        also: Option<Also>,
     ) -> DataResult<Vec<DataResult<PutResult>>> {
         let bus = self.app(app)?;
         let keep = archive && !bus.decl.archive.is_zero();
@@ -233,6 +251,9 @@ impl Bus {
             .db
             .write(move |conn: &Connection| {
                 let now = now_ms();
+                if let Some(also) = also {
+                    also(conn)?;
+                }
                 for (result, text) in planned.iter().flatten() {
                     if keep {
                         sql(store::archive(conn, &app, now, text))?;
@@ -284,7 +305,7 @@ impl EventBus for Bus {
             return Err(DataError::Invalid("a put needs at least one event".into()));
         }
         let events = events.into_iter().map(|e| Ok(event_json(e))).collect();
-        self.put(app, events, true).await
+        self.put(app, events, true, None).await
     }
 
     async fn rules(&self, app: &str) -> DataResult<Vec<RuleStatus>> {
@@ -347,7 +368,7 @@ impl EventBus for Bus {
                     Ok(v)
                 })
                 .collect();
-            n += self.put(app, events, false).await?.len() as u64;
+            n += self.put(app, events, false, None).await?.len() as u64;
         }
         Ok(n)
     }

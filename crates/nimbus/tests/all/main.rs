@@ -2,6 +2,7 @@
 
 mod async_invoke;
 mod bus;
+mod changes;
 mod data;
 mod deploy;
 mod events;
