@@ -30,6 +30,8 @@ pub struct App {
     /// `[[triggers]]` on a store's changes (`bucket`, `kv` or `docs`), in manifest order.
     #[serde(default)]
     pub change_triggers: Vec<ChangeTrigger>,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicDecl>,
     /// The app's event bus: its rules (every app has one bus).
     #[serde(default)]
     pub bus: BusDecl,
@@ -63,25 +65,80 @@ pub struct Rule {
     pub enabled: bool,
 }
 
+/// Where the bus or a topic delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sink {
+    /// An async invocation of a function of the app.
+    Function(String),
+    /// A message in a queue of the app.
+    Queue(String),
+    /// A message published to a topic of the app.
+    Topic(String),
+    /// An event put into the bus of app `APP` (another app's, or this one's).
+    Bus(String),
+    /// A signed HTTPS POST (topic subscriptions).
+    Webhook { url: String, secret: String },
+}
+
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Function(n) => write!(f, "function {n}"),
+            Self::Queue(n) => write!(f, "queue {n}"),
+            Self::Topic(n) => write!(f, "topic {n}"),
+            Self::Bus(app) => write!(f, "bus {app}"),
+            Self::Webhook { url, .. } => write!(f, "webhook {url}"),
+        }
+    }
+}
+
+/// `[topics.NAME]`: a notification topic and its declared subscriptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDecl {
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// A topic subscription: messages whose attributes pass `filter` go to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// A filter policy over the message attributes (a pattern, see
+    /// [`crate::pattern`]); none: every message.
+    pub filter: Option<serde_json::Value>,
+    pub target: RuleTarget,
+}
+
 /// One target of a rule, with its own delivery retries and dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleTarget {
-    pub destination: Destination,
+    pub destination: Sink,
+    #[serde(default)]
     pub input: Input,
     /// Delivery attempts after the first, with exponential backoff.
+    #[serde(default = "default_target_retries")]
     pub retries: u32,
     /// Delivery stops (and the event goes to `dead_letter`) once the event is this old.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "duration_ms", default = "default_target_max_event_age")]
     pub max_event_age: Duration,
     /// A queue of this app for events that could not be delivered.
+    #[serde(default)]
     pub dead_letter: Option<String>,
 }
 
+fn default_target_retries() -> u32 {
+    185
+}
+
+fn default_target_max_event_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
 /// What a target receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Input {
     /// The whole CloudEvent.
+    #[default]
     Event,
     /// A part of it: `$.data.order` (a JSONPath of names and indexes).
     Path(String),

@@ -17,4 +17,5 @@ pub mod pattern;
 pub mod plan;
 pub mod ports;
 pub mod queue;
+pub mod topic;
 pub mod transform;

@@ -360,7 +360,7 @@ fn scalar_matches(m: &Matcher, v: &Value) -> bool {
 /// `type`, `source` or `subject` values (when they name exact ones) include the
 /// event's, plus the rules that name none. So 1,000 rules on distinct types
 /// cost about what one does.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RuleSet<K> {
     rules: Vec<(K, Pattern)>,
     /// attribute -> value -> indexes into `rules`.

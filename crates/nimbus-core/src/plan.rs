@@ -124,6 +124,23 @@ impl Plan {
                 changes.push(change(Op::Removed, "trigger", &o.name, String::new()));
             }
         }
+        let empty_topics = BTreeMap::new();
+        let old_topics = current.map_or(&empty_topics, |a| &a.topics);
+        for (name, topic) in &next.topics {
+            let detail = format!("{} subscription(s)", topic.subscriptions.len());
+            match old_topics.get(name) {
+                None => changes.push(change(Op::Added, "topic", name, detail)),
+                Some(old) if old != topic => {
+                    changes.push(change(Op::Changed, "topic", name, detail))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in old_topics.keys() {
+            if !next.topics.contains_key(name) {
+                changes.push(change(Op::Removed, "topic", name, String::new()));
+            }
+        }
         let empty_rules = BTreeMap::new();
         let old_rules = current.map_or(&empty_rules, |a| &a.bus.rules);
         for (name, rule) in &next.bus.rules {
@@ -201,6 +218,11 @@ impl Plan {
             app.change_triggers
                 .iter()
                 .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
+        );
+        changes.extend(
+            app.topics
+                .keys()
+                .map(|name| change(Op::Removed, "topic", name, String::new())),
         );
         changes.extend(
             app.bus

@@ -40,6 +40,7 @@ pub struct DataApi {
     pub queues: Arc<dyn QueueService>,
     pub invocations: Arc<dyn AsyncInvoker>,
     pub bus: Arc<dyn nimbus_core::bus::EventBus>,
+    pub topics: Arc<dyn nimbus_core::topic::TopicService>,
     pub signer: UrlSigner,
     /// Base URL of the gateway, for signed URLs.
     pub gateway_url: String,
@@ -106,6 +107,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(api: DataApi) -> axum::Router<S>
         )
         .merge(crate::queue_api::routes())
         .merge(crate::events_api::routes())
+        .merge(crate::topics_api::routes())
         .layer(axum::Extension(api))
 }
 

@@ -12,6 +12,7 @@ mod events_api;
 mod queue_api;
 mod registry;
 mod token;
+mod topics_api;
 
 pub use admin::{router, serve};
 pub use control::{Control, ControlError, Platform};

@@ -153,7 +153,7 @@ pub enum BlobCommand {
     },
 }
 
-fn split_store(target: &str) -> anyhow::Result<(&str, &str)> {
+pub(crate) fn split_store(target: &str) -> anyhow::Result<(&str, &str)> {
     match target.split_once('/') {
         Some((app, store)) if !app.is_empty() && !store.is_empty() && !store.contains('/') => {
             Ok((app, store))

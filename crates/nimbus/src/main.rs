@@ -7,6 +7,7 @@ mod data_cli;
 mod events_cli;
 mod loader;
 mod node;
+mod topic_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +122,13 @@ enum Command {
     Trigger {
         #[command(subcommand)]
         command: data_cli::TriggerCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Notification topics: publish, subs, subscribe, unsubscribe (topics named APP/TOPIC).
+    Topic {
+        #[command(subcommand)]
+        command: topic_cli::TopicCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -286,6 +294,9 @@ fn main() -> ExitCode {
             }
             Command::Trigger { command, client } => {
                 data_cli::trigger(&client.connect()?, command, client.json).await
+            }
+            Command::Topic { command, client } => {
+                topic_cli::topic(&client.connect()?, command, client.json).await
             }
             Command::Events { command, client } => {
                 events_cli::events(&client.connect()?, command, client.json).await

@@ -252,6 +252,7 @@ impl Node {
             queues,
             invocations: Arc::new(invocations.clone()),
             bus: Arc::new(bus.clone()),
+            topics: Arc::new(bus.clone()),
             signer,
             gateway_url,
         };

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::Reporter;
-use super::{Stores, duration_in, int_in, is_name};
-use crate::app::{BusDecl, Destination, Input, Rule, RuleTarget, StoreKind};
+use super::{Stores, closest, duration_in, int_in, is_name};
+use crate::app::{BusDecl, Destination, Input, Rule, RuleTarget, Sink, StoreKind};
 use crate::pattern::Pattern;
 use crate::transform;
 
@@ -38,9 +38,15 @@ struct RawRule {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTarget {
+pub(super) struct RawTarget {
     function: Option<String>,
     queue: Option<String>,
+    topic: Option<String>,
+    bus: Option<String>,
+    webhook: Option<Spanned<String>>,
+    secret: Option<String>,
+    filter: Option<Spanned<toml::Value>>,
+    retry_for: Option<Spanned<String>>,
     input_path: Option<Spanned<String>>,
     input_template: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
@@ -50,10 +56,18 @@ struct RawTarget {
 
 /// Resolves `[bus]`; every target and dead-letter queue it names is pushed to
 /// `destinations`, which the caller checks once functions are known.
+/// What a target belongs to: a bus rule, or a subscription of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    Rule,
+    Subscription,
+}
+
 pub(super) fn resolve(
     reporter: &mut Reporter,
     raw: RawBus,
     stores: &Stores,
+    topics: &[&str],
     destinations: &mut Vec<(Range<usize>, Destination)>,
 ) -> BusDecl {
     let archive = match raw.archive {
@@ -100,7 +114,19 @@ pub(super) fn resolve(
         }
         let targets = raw_targets
             .into_iter()
-            .filter_map(|t| target(reporter, &name, t, stores, destinations))
+            .filter_map(|t| {
+                let what = format!("rule `{name}`");
+                target(
+                    reporter,
+                    Owner::Rule,
+                    &what,
+                    t,
+                    stores,
+                    topics,
+                    destinations,
+                )
+                .map(|(t, _)| t)
+            })
             .collect();
         rules.insert(
             name.clone(),
@@ -115,29 +141,151 @@ pub(super) fn resolve(
     BusDecl { archive, rules }
 }
 
-fn target(
+/// One target (of a rule) or subscription (of a topic), with the filter a
+/// subscription may have.
+pub(super) fn target(
     reporter: &mut Reporter,
-    rule: &str,
+    owner: Owner,
+    what: &str,
     raw: Spanned<RawTarget>,
     stores: &Stores,
+    topics: &[&str],
     destinations: &mut Vec<(Range<usize>, Destination)>,
-) -> Option<RuleTarget> {
+) -> Option<(RuleTarget, Option<serde_json::Value>)> {
     let span = raw.span();
     let t = raw.into_inner();
-    let destination = match (t.function, t.queue) {
-        (Some(f), None) => Destination::Function(f),
-        (None, Some(q)) => Destination::Queue(q),
-        _ => {
-            reporter.error(
-                Some(span),
-                format!("a target of rule `{rule}` names one destination"),
-                "target",
-                Some("write `{ function = \"NAME\" }` or `{ queue = \"NAME\" }`".into()),
-            );
-            return None;
+    let named = [
+        t.function.is_some(),
+        t.queue.is_some(),
+        t.topic.is_some(),
+        t.bus.is_some(),
+        t.webhook.is_some(),
+    ]
+    .into_iter()
+    .filter(|x| *x)
+    .count();
+    let one_of = match owner {
+        Owner::Rule => {
+            "`{ function = \"NAME\" }`, `{ queue = \"NAME\" }`, `{ topic = \"NAME\" }` or `{ bus = \"APP\" }`"
+        }
+        Owner::Subscription => {
+            "`{ function = \"NAME\" }`, `{ queue = \"NAME\" }` or `{ webhook = \"https://…\", secret = \"…\" }`"
         }
     };
-    destinations.push((span.clone(), destination.clone()));
+    if named != 1 {
+        reporter.error(
+            Some(span),
+            format!("a target of {what} names one destination"),
+            "target",
+            Some(format!("write {one_of}")),
+        );
+        return None;
+    }
+    let misplaced = |reporter: &mut Reporter, key: &str, set: bool| {
+        if set {
+            reporter.error(
+                Some(span.clone()),
+                format!("`{key}` does not apply to a target of {what}"),
+                "target",
+                Some(format!("write {one_of}")),
+            );
+        }
+    };
+    match owner {
+        Owner::Rule => {
+            misplaced(reporter, "webhook", t.webhook.is_some());
+            misplaced(reporter, "secret", t.secret.is_some());
+            misplaced(reporter, "filter", t.filter.is_some());
+            misplaced(reporter, "retry_for", t.retry_for.is_some());
+        }
+        Owner::Subscription => {
+            misplaced(reporter, "topic", t.topic.is_some());
+            misplaced(reporter, "bus", t.bus.is_some());
+            misplaced(reporter, "input_path", t.input_path.is_some());
+            misplaced(reporter, "input_template", t.input_template.is_some());
+            misplaced(reporter, "max_event_age", t.max_event_age.is_some());
+        }
+    }
+    let destination = if let Some(f) = t.function {
+        destinations.push((span.clone(), Destination::Function(f.clone())));
+        Sink::Function(f)
+    } else if let Some(q) = t.queue {
+        destinations.push((span.clone(), Destination::Queue(q.clone())));
+        Sink::Queue(q)
+    } else if let Some(topic) = t.topic {
+        if !topics.contains(&topic.as_str()) {
+            reporter.error(
+                Some(span.clone()),
+                format!("the destination names topic `{topic}`, which is not declared"),
+                "destination",
+                Some(
+                    closest(&topic, topics.iter().copied())
+                        .map(|near| format!("did you mean `{near}`?"))
+                        .unwrap_or_else(|| {
+                            format!("declare it in this manifest (`[topics.{topic}]`)")
+                        }),
+                ),
+            );
+        }
+        Sink::Topic(topic)
+    } else if let Some(app) = t.bus {
+        if !is_name(&app) {
+            reporter.error(
+                Some(span.clone()),
+                format!("`bus = \"{app}\"` does not name an app"),
+                "destination",
+                Some("name the app whose bus receives the events".into()),
+            );
+        }
+        Sink::Bus(app)
+    } else {
+        let url = t.webhook.expect("counted above");
+        let ok = url
+            .get_ref()
+            .strip_prefix("https://")
+            .or_else(|| url.get_ref().strip_prefix("http://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+        if !ok {
+            reporter.error(
+                Some(url.span()),
+                format!("invalid webhook URL `{}`", url.get_ref()),
+                "webhook",
+                Some("write an absolute URL such as `https://example.com/hook`".into()),
+            );
+        }
+        let Some(secret) = t.secret.filter(|s| !s.is_empty()) else {
+            reporter.error(
+                Some(url.span()),
+                "a webhook subscription needs a `secret` (deliveries are signed with it)"
+                    .to_string(),
+                "webhook",
+                Some(
+                    "add `secret = \"…\"`; receivers check the `x-nimbus-signature` header with it"
+                        .into(),
+                ),
+            );
+            return None;
+        };
+        Sink::Webhook {
+            url: url.into_inner(),
+            secret,
+        }
+    };
+    let filter = t.filter.and_then(|f| {
+        let (f_span, value) = (f.span(), serde_json::to_value(f.get_ref()).unwrap_or_default());
+        match Pattern::parse(&value) {
+            Ok(_) => Some(value),
+            Err(e) => {
+                reporter.error(
+                    Some(f_span),
+                    format!("{what}: invalid filter at `{}`: {}", e.path, e.message),
+                    "filter",
+                    Some("filters match attributes, e.g. `{ kind = [\"vip\"], total = [{ numeric = [\">\", 100] }] }`".into()),
+                );
+                None
+            }
+        }
+    });
     let input = match (t.input_path, t.input_template) {
         (None, None) => Input::Event,
         (Some(p), None) => {
@@ -173,11 +321,18 @@ fn target(
         }
     };
     let retries = int_in(reporter, "retries", t.retries, 0, 185, 185) as u32;
+    let (age_key, age) = match owner {
+        Owner::Rule => ("max_event_age", t.max_event_age),
+        Owner::Subscription => ("retry_for", t.retry_for),
+    };
     let max_event_age = duration_in(
         reporter,
-        "max_event_age",
-        t.max_event_age,
-        "24h",
+        age_key,
+        age,
+        match owner {
+            Owner::Rule => "24h",
+            Owner::Subscription => "1h",
+        },
         Duration::from_secs(24 * 3600),
     );
     let dead_letter = t.dead_letter.map(|dl| {
@@ -188,11 +343,14 @@ fn target(
         }
         dl
     });
-    Some(RuleTarget {
-        destination,
-        input,
-        retries,
-        max_event_age,
-        dead_letter,
-    })
+    Some((
+        RuleTarget {
+            destination,
+            input,
+            retries,
+            max_event_age,
+            dead_letter,
+        },
+        filter,
+    ))
 }

@@ -9,6 +9,7 @@
 mod bus;
 mod change_triggers;
 mod diagnostic;
+mod topics;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -63,6 +64,8 @@ struct RawManifest {
     buckets: BTreeMap<Spanned<String>, RawBucket>,
     #[serde(default)]
     queues: BTreeMap<Spanned<String>, RawQueue>,
+    #[serde(default)]
+    topics: BTreeMap<Spanned<String>, topics::RawTopic>,
     #[serde(default)]
     bus: bus::RawBus,
 }
@@ -329,7 +332,15 @@ fn resolve(
     }
 
     let routes = resolve_routes(reporter, raw.routes, &functions);
-    let bus = bus::resolve(reporter, raw.bus, &stores, &mut function_destinations);
+    let topics = topics::resolve(reporter, raw.topics, &stores, &mut function_destinations);
+    let topic_names: Vec<&str> = topics.keys().map(String::as_str).collect();
+    let bus = bus::resolve(
+        reporter,
+        raw.bus,
+        &stores,
+        &topic_names,
+        &mut function_destinations,
+    );
     check_destinations(reporter, &function_destinations, &functions, &stores);
     let (triggers, change_triggers) = resolve_triggers(reporter, raw.triggers, &functions, &stores);
     App {
@@ -343,6 +354,7 @@ fn resolve(
         queues: stores.queues,
         triggers,
         change_triggers,
+        topics,
         bus,
     }
 }

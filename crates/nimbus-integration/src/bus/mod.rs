@@ -9,7 +9,9 @@
 //! loses nothing: the outbox row is still there, so a delivery happens at least
 //! once.
 
+mod sink;
 mod store;
+mod topics;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_core::app::{App, BusDecl, Destination, Input, RuleTarget};
+use nimbus_core::app::{App, BusDecl, RuleTarget, Subscription};
 use nimbus_core::bus::{EventBus, PutResult, RuleStatus, TargetStatus, limits};
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, DataResult, StoreRef};
@@ -39,6 +41,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// Deliveries taken per dispatcher pass.
 const PASS: usize = 256;
 
+fn topic_sub(number: usize, decl: Subscription) -> TopicSub {
+    TopicSub {
+        number,
+        // Valid by construction (the manifest or the API checked it).
+        filter: decl.filter.as_ref().and_then(|f| Pattern::parse(f).ok()),
+        decl,
+    }
+}
+
 /// Work done in a put's transaction.
 type Also = Box<dyn FnOnce(&Connection) -> DataResult<()> + Send>;
 
@@ -47,10 +58,45 @@ struct AppBus {
     decl: BusDecl,
     /// Enabled rules, keyed by name.
     rules: RuleSet<String>,
+    /// Each topic's subscriptions, by delivery target number.
+    topics: HashMap<String, Vec<TopicSub>>,
+    /// The app's functions and queues, to check subscriptions added over the API.
+    functions: Vec<String>,
+    queues: Vec<String>,
 }
+
+/// A subscription as deliveries see it.
+#[derive(Debug, Clone)]
+struct TopicSub {
+    /// Its delivery target number: the manifest's index, or [`store::API_SUBS`] + id.
+    number: usize,
+    filter: Option<Pattern>,
+    decl: Subscription,
+}
+
+impl AppBus {
+    /// The target of a delivery: a rule's, or a topic subscription's.
+    fn target(&self, rule: &str, number: usize) -> Option<RuleTarget> {
+        match rule.strip_prefix(TOPIC) {
+            Some(topic) => self
+                .topics
+                .get(topic)?
+                .iter()
+                .find(|s| s.number == number)
+                .map(|s| s.decl.target.clone()),
+            None => self.decl.rules.get(rule)?.targets.get(number).cloned(),
+        }
+    }
+}
+
+/// Deliveries of topic `NAME` are recorded under rule `topic:NAME` (rule names
+/// cannot hold a colon).
+const TOPIC: &str = "topic:";
 
 struct Inner {
     db: Database,
+    /// For webhook deliveries.
+    http: reqwest::Client,
     queues: Arc<dyn QueueService>,
     invocations: Arc<dyn AsyncInvoker>,
     apps: RwLock<HashMap<String, Arc<AppBus>>>,
@@ -90,6 +136,10 @@ impl Bus {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                http: reqwest::Client::builder()
+                    .timeout(sink::WEBHOOK_TIMEOUT)
+                    .build()
+                    .map_err(DataError::storage)?,
                 queues,
                 invocations,
                 apps: RwLock::default(),
@@ -119,17 +169,60 @@ impl Bus {
                     Pattern::parse(&r.pattern).ok().map(|p| (r.name.clone(), p))
                 }),
         );
+        let name = app.name.clone();
+        let topic_names: Vec<String> = app.topics.keys().cloned().collect();
+        let api = self
+            .inner
+            .db
+            .write(move |conn| {
+                // Subscriptions added over the API to topics the app no longer has go.
+                let mut kept = Vec::new();
+                for (id, topic, spec) in sql(store::api_subs(conn, &name))? {
+                    if topic_names.contains(&topic) {
+                        kept.push((id, topic, spec));
+                    } else {
+                        sql(store::remove_sub(conn, &name, &topic, id))?;
+                    }
+                }
+                Ok::<_, DataError>((kept, None))
+            })
+            .await?;
+        let mut topics: HashMap<String, Vec<TopicSub>> = HashMap::new();
+        for (topic, decl) in &app.topics {
+            let subs = topics.entry(topic.clone()).or_default();
+            for (i, sub) in decl.subscriptions.iter().enumerate() {
+                subs.push(topic_sub(i, sub.clone()));
+            }
+        }
+        for (id, topic, spec) in api {
+            match serde_json::from_str::<Subscription>(&spec) {
+                Ok(sub) => topics
+                    .entry(topic)
+                    .or_default()
+                    .push(topic_sub(store::API_SUBS + id as usize, sub)),
+                Err(e) => tracing::warn!(app = %app.name, "an API subscription is unreadable: {e}"),
+            }
+        }
         let bus = Arc::new(AppBus {
             decl: app.bus.clone(),
             rules,
+            topics,
+            functions: app.functions.keys().cloned().collect(),
+            queues: app.queues.keys().cloned().collect(),
         });
         self.inner
             .apps
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(app.name.clone(), bus);
-        let (name, keep): (String, Vec<String>) =
-            (app.name.clone(), app.bus.rules.keys().cloned().collect());
+        let name = app.name.clone();
+        let keep: Vec<String> = app
+            .bus
+            .rules
+            .keys()
+            .cloned()
+            .chain(app.topics.keys().map(|t| format!("{TOPIC}{t}")))
+            .collect();
         self.inner
             .db
             .write(move |conn| {
@@ -137,6 +230,23 @@ impl Bus {
                 Ok::<_, DataError>(((), None))
             })
             .await
+    }
+
+    /// Replaces the served copy of `app`'s bus after `f` changed its topics.
+    fn update_topics(&self, app: &str, f: impl FnOnce(&mut HashMap<String, Vec<TopicSub>>)) {
+        let mut apps = self.inner.apps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(bus) = apps.get(app) {
+            let mut topics = bus.topics.clone();
+            f(&mut topics);
+            let updated = AppBus {
+                decl: bus.decl.clone(),
+                rules: bus.rules.clone(),
+                topics,
+                functions: bus.functions.clone(),
+                queues: bus.queues.clone(),
+            };
+            apps.insert(app.to_string(), Arc::new(updated));
+        }
     }
 
     /// Stops serving `app` and forgets its archive, deliveries and counts.
@@ -275,6 +385,17 @@ impl Bus {
             })
             .await?;
         Ok(results)
+    }
+}
+
+impl Bus {
+    /// Puts events into `app`'s bus (a bus sink: maybe another app's).
+    pub(super) async fn put_events_of(
+        &self,
+        app: &str,
+        events: Vec<CloudEvent>,
+    ) -> DataResult<Vec<DataResult<PutResult>>> {
+        self.put_events(app, events).await
     }
 }
 
@@ -461,19 +582,14 @@ enum Outcome {
     },
 }
 
-async fn attempt(inner: &Inner, d: &store::Due) -> Outcome {
+async fn attempt(inner: &Arc<Inner>, d: &store::Due) -> Outcome {
     let bus = inner
         .apps
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(&d.app)
         .cloned();
-    let Some(target) = bus
-        .as_ref()
-        .and_then(|b| b.decl.rules.get(&d.rule))
-        .and_then(|r| r.targets.get(d.target))
-        .cloned()
-    else {
+    let Some(target) = bus.as_ref().and_then(|b| b.target(&d.rule, d.target)) else {
         return Outcome::Gone;
     };
     let event: Value = match serde_json::from_str(&d.event) {
@@ -484,60 +600,19 @@ async fn attempt(inner: &Inner, d: &store::Due) -> Outcome {
             };
         }
     };
-    match deliver(inner, &d.app, &target, &event).await {
+    let topic = d.rule.strip_prefix(TOPIC);
+    match sink::deliver(inner, &d.app, topic, &target, &event).await {
         Ok(()) => Outcome::Delivered,
-        Err(error) => {
+        Err(failure) => {
+            let error = failure.message;
             let age = now_ms().saturating_sub(d.put_at);
-            if d.attempts >= target.retries || age >= ms(target.max_event_age) {
+            if failure.permanent || d.attempts >= target.retries || age >= ms(target.max_event_age)
+            {
                 let dead_lettered = dead_letter(inner, d, &target, &event, &error).await;
                 Outcome::GaveUp { dead_lettered }
             } else {
                 Outcome::Failed { error }
             }
-        }
-    }
-}
-
-/// Delivers one event to one target.
-async fn deliver(
-    inner: &Inner,
-    app: &str,
-    target: &RuleTarget,
-    event: &Value,
-) -> Result<(), String> {
-    let input = target.input.apply(event).map_err(|e| e.to_string())?;
-    match &target.destination {
-        Destination::Queue(queue) => {
-            let body = match input {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            inner
-                .queues
-                .send(
-                    StoreRef::new(app, queue),
-                    Bytes::from(body),
-                    SendOptions::default(),
-                )
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
-        Destination::Function(function) => {
-            let mut cloud = CloudEvent::from_json(event).map_err(|e| format!("bad event: {e}"))?;
-            if target.input != Input::Event {
-                let (content_type, data) = match input {
-                    Value::String(s) => ("text/plain", s.into_bytes()),
-                    other => ("application/json", other.to_string().into_bytes()),
-                };
-                cloud = cloud.with_data(content_type, data);
-            }
-            inner
-                .invocations
-                .submit(app, function, cloud)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
         }
     }
 }

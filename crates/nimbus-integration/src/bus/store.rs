@@ -4,7 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE bus_archive (
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE bus_archive (
         seq INTEGER PRIMARY KEY,
         app TEXT NOT NULL,
         put_at INTEGER NOT NULL,
@@ -34,7 +35,57 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE bus_archive (
         failed INTEGER NOT NULL DEFAULT 0,
         dead_lettered INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (app, rule, target)
-    );"];
+    );",
+    // Topic subscriptions added over the API (those of the manifest live in the app).
+    "CREATE TABLE bus_topic_subs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        spec TEXT NOT NULL
+    );
+    CREATE INDEX bus_topic_subs_app ON bus_topic_subs (app, topic);",
+];
+
+/// Delivery targets of API subscriptions are numbered from here (those of the
+/// manifest count from 0).
+pub(super) const API_SUBS: usize = 1_000_000;
+
+/// `(id, topic, subscription JSON)` of the API subscriptions of `app`.
+pub(super) fn api_subs(
+    conn: &Connection,
+    app: &str,
+) -> rusqlite::Result<Vec<(i64, String, String)>> {
+    conn.prepare_cached("SELECT id, topic, spec FROM bus_topic_subs WHERE app = ?1 ORDER BY id")?
+        .query_map([app], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+pub(super) fn add_sub(
+    conn: &Connection,
+    app: &str,
+    topic: &str,
+    spec: &str,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached("INSERT INTO bus_topic_subs (app, topic, spec) VALUES (?1, ?2, ?3)")?
+        .execute((app, topic, spec))?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn remove_sub(
+    conn: &Connection,
+    app: &str,
+    topic: &str,
+    id: i64,
+) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM bus_topic_subs WHERE app = ?1 AND topic = ?2 AND id = ?3")?
+        .execute((app, topic, id))?;
+    let rule = format!("topic:{topic}");
+    let target = API_SUBS as i64 + id;
+    conn.prepare_cached("DELETE FROM bus_deliveries WHERE app = ?1 AND rule = ?2 AND target = ?3")?
+        .execute((app, &rule, target))?;
+    Ok(n > 0)
+}
 
 /// A count of `bus_counts`.
 #[derive(Debug, Clone, Copy)]
@@ -213,7 +264,12 @@ pub(super) fn expire_archive(conn: &Connection, app: &str, before: u64) -> rusql
 
 /// Forgets everything of `app`'s bus (the app was deleted).
 pub(super) fn drop_app(conn: &Connection, app: &str) -> rusqlite::Result<()> {
-    for table in ["bus_archive", "bus_deliveries", "bus_counts"] {
+    for table in [
+        "bus_archive",
+        "bus_deliveries",
+        "bus_counts",
+        "bus_topic_subs",
+    ] {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE app = ?1"))?
             .execute([app])?;
     }

@@ -13,4 +13,5 @@ mod manifest_errors;
 mod queues;
 mod shop_example;
 mod support;
+mod topics;
 mod triggers;
