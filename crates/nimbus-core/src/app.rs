@@ -32,6 +32,8 @@ pub struct App {
     pub change_triggers: Vec<ChangeTrigger>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicDecl>,
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleDecl>,
     /// The app's event bus: its rules (every app has one bus).
     #[serde(default)]
     pub bus: BusDecl,
@@ -63,6 +65,32 @@ pub struct Rule {
     pub pattern: serde_json::Value,
     pub targets: Vec<RuleTarget>,
     pub enabled: bool,
+}
+
+/// `[schedules.NAME]`: an event emitted at each slot of a cron expression or a
+/// rate, delivered to a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleDecl {
+    pub name: String,
+    pub when: When,
+    pub target: RuleTarget,
+    /// The event's `data` (JSON); the target's input transform applies on top.
+    pub payload: serde_json::Value,
+    /// After downtime, fire the most recent missed slot once on start.
+    pub catch_up: bool,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// A cron expression ([`crate::cron`]) read in an IANA time zone.
+    Cron { expr: String, timezone: String },
+    /// Every so long, on multiples of the period since the Unix epoch.
+    Rate {
+        #[serde(with = "duration_ms")]
+        every: Duration,
+    },
 }
 
 /// Where the bus or a topic delivers.

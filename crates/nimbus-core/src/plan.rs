@@ -141,6 +141,29 @@ impl Plan {
                 changes.push(change(Op::Removed, "topic", name, String::new()));
             }
         }
+        let empty_schedules = BTreeMap::new();
+        let old_schedules = current.map_or(&empty_schedules, |a| &a.schedules);
+        for (name, sched) in &next.schedules {
+            let when = match &sched.when {
+                crate::app::When::Cron { expr, timezone } => format!("cron {expr} {timezone}"),
+                crate::app::When::Rate { every } => {
+                    format!("rate {}", crate::duration::format(*every))
+                }
+            };
+            let detail = format!("{when} -> {}", sched.target.destination);
+            match old_schedules.get(name) {
+                None => changes.push(change(Op::Added, "schedule", name, detail)),
+                Some(old) if old != sched => {
+                    changes.push(change(Op::Changed, "schedule", name, detail))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in old_schedules.keys() {
+            if !next.schedules.contains_key(name) {
+                changes.push(change(Op::Removed, "schedule", name, String::new()));
+            }
+        }
         let empty_rules = BTreeMap::new();
         let old_rules = current.map_or(&empty_rules, |a| &a.bus.rules);
         for (name, rule) in &next.bus.rules {
@@ -218,6 +241,11 @@ impl Plan {
             app.change_triggers
                 .iter()
                 .map(|t| change(Op::Removed, "trigger", &t.name, String::new())),
+        );
+        changes.extend(
+            app.schedules
+                .keys()
+                .map(|name| change(Op::Removed, "schedule", name, String::new())),
         );
         changes.extend(
             app.topics

@@ -41,6 +41,7 @@ pub struct DataApi {
     pub invocations: Arc<dyn AsyncInvoker>,
     pub bus: Arc<dyn nimbus_core::bus::EventBus>,
     pub topics: Arc<dyn nimbus_core::topic::TopicService>,
+    pub schedules: Arc<dyn nimbus_core::schedule::ScheduleService>,
     pub signer: UrlSigner,
     /// Base URL of the gateway, for signed URLs.
     pub gateway_url: String,

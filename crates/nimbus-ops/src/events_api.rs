@@ -1,6 +1,6 @@
 //! The event bus over the admin API: put events (CloudEvents 1.0, structured or
 //! binary HTTP mode, single or batched), the rules with their delivery counts,
-//! and replay from the archive.
+//! replay from the archive, and the app's schedules with their next runs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .route("/v1/apps/{app}/events", post(put_events))
         .route("/v1/apps/{app}/events/replay", post(replay))
         .route("/v1/apps/{app}/bus/rules", get(rules))
+        .route("/v1/apps/{app}/schedules", get(schedules))
 }
 
 fn invalid(message: impl Into<String>) -> axum::response::Response {
@@ -115,6 +116,11 @@ async fn put_events(api: Api, Path(app): Path<String>, request: Request) -> Repl
     let results: Vec<Value> = results.into_iter().flatten().collect();
     let failed = results.iter().filter(|r| r.get("error").is_some()).count();
     Ok(Json(json!({ "results": results, "failed": failed })).into_response())
+}
+
+async fn schedules(api: Api, Path(app): Path<String>) -> Reply {
+    let schedules = api.schedules.schedules(&app).await.map_err(fail)?;
+    Ok(Json(json!({ "schedules": schedules })).into_response())
 }
 
 async fn rules(api: Api, Path(app): Path<String>) -> Reply {

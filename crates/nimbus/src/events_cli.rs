@@ -1,4 +1,5 @@
-//! The event bus verbs: `nimbus events put|rules|replay APP`, over the events API.
+//! The event bus verbs, `nimbus events put|rules|replay APP`, and the schedule
+//! verb, `nimbus schedule ls APP`, over the events API.
 
 use std::path::PathBuf;
 
@@ -195,5 +196,42 @@ pub async fn events(client: &Client, command: EventsCommand, json_out: bool) -> 
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// The app's schedules: when they run, their next and last runs, their target.
+    Ls { app: String },
+}
+
+pub async fn schedule(client: &Client, command: ScheduleCommand, json_out: bool) -> CliResult {
+    let ScheduleCommand::Ls { app } = command;
+    let req = client.request(Method::GET, &format!("/v1/apps/{app}/schedules"));
+    let result: Value = client.send_json(req).await?;
+    if json_out {
+        crate::data_cli::print_json(&result);
+        return Ok(());
+    }
+    let mut rows = vec![
+        [
+            "SCHEDULE", "WHEN", "TARGET", "NEXT RUN", "LAST RUN", "FIRED", "FAILED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in result["schedules"].as_array().into_iter().flatten() {
+        let text = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+        rows.push(vec![
+            text("name"),
+            text("when"),
+            text("target"),
+            text("next_run"),
+            text("last_run"),
+            s["fired"].to_string(),
+            s["failed"].to_string(),
+        ]);
+    }
+    print!("{}", table_text(&rows));
     Ok(())
 }

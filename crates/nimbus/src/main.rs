@@ -139,6 +139,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Schedules: ls APP (when each runs next).
+    Schedule {
+        #[command(subcommand)]
+        command: events_cli::ScheduleCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A store's change feed (CloudEvents, oldest first), e.g. `shop/kv/carts`.
     Changes {
         /// APP/KIND/NAME with KIND kv, docs or buckets.
@@ -300,6 +307,9 @@ fn main() -> ExitCode {
             }
             Command::Events { command, client } => {
                 events_cli::events(&client.connect()?, command, client.json).await
+            }
+            Command::Schedule { command, client } => {
+                events_cli::schedule(&client.connect()?, command, client.json).await
             }
             Command::Changes {
                 store,

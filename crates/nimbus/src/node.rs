@@ -42,6 +42,7 @@ struct NodePlatform {
     invocations: Invocations,
     bus: nimbus_integration::Bus,
     changes: nimbus_integration::Changes,
+    schedules: nimbus_processing::Schedules,
 }
 
 fn to_string(err: nimbus_compute::Error) -> String {
@@ -71,6 +72,8 @@ impl Platform for NodePlatform {
     }
 
     async fn activate(&self, app: &App, deployment: u64) -> Result<(), String> {
+        // Time zones are checked before anything changes.
+        nimbus_processing::Schedules::check(app)?;
         let components = self.components.clone();
         let load = move |digest: &str| components.read(digest).map_err(nimbus_compute::Error::new);
         self.runtime
@@ -82,12 +85,17 @@ impl Platform for NodePlatform {
         self.invocations.set_app(app, deployment);
         self.bus.set_app(app).await.map_err(|e| e.to_string())?;
         self.changes.set_app(app, deployment);
+        self.schedules.set_app(app)?;
         Ok(())
     }
 
     fn remove(&self, app: &str) {
         let (bus, changes, name) = (self.bus.clone(), self.changes.clone(), app.to_string());
+        let schedules = self.schedules.clone();
         tokio::spawn(async move {
+            if let Err(err) = schedules.remove_app(&name).await {
+                tracing::warn!("forgetting the schedules of `{name}` failed: {err}");
+            }
             if let Err(err) = changes.remove_app(&name).await {
                 tracing::warn!("forgetting the change cursors of `{name}` failed: {err}");
             }
@@ -226,6 +234,16 @@ impl Node {
             bus.clone(),
         )
         .map_err(|e| anyhow::anyhow!("cannot open the change feeds: {e}"))?;
+        let schedules = nimbus_processing::Schedules::open(
+            db.clone(),
+            nimbus_processing::Targets {
+                invocations: Arc::new(invocations.clone()),
+                queues: queues.clone(),
+                topics: Arc::new(bus.clone()),
+                bus: Arc::new(bus.clone()),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the schedules: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
             gateway: gateway.clone(),
@@ -234,6 +252,7 @@ impl Node {
             invocations: invocations.clone(),
             bus: bus.clone(),
             changes,
+            schedules: schedules.clone(),
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(
@@ -253,6 +272,7 @@ impl Node {
             invocations: Arc::new(invocations.clone()),
             bus: Arc::new(bus.clone()),
             topics: Arc::new(bus.clone()),
+            schedules: Arc::new(schedules),
             signer,
             gateway_url,
         };

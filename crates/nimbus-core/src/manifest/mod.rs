@@ -9,6 +9,7 @@
 mod bus;
 mod change_triggers;
 mod diagnostic;
+mod schedules;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ struct RawManifest {
     topics: BTreeMap<Spanned<String>, topics::RawTopic>,
     #[serde(default)]
     bus: bus::RawBus,
+    #[serde(default)]
+    schedules: BTreeMap<Spanned<String>, Spanned<schedules::RawSchedule>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +344,13 @@ fn resolve(
         &topic_names,
         &mut function_destinations,
     );
+    let schedules = schedules::resolve(
+        reporter,
+        raw.schedules,
+        &stores,
+        &topic_names,
+        &mut function_destinations,
+    );
     check_destinations(reporter, &function_destinations, &functions, &stores);
     let (triggers, change_triggers) = resolve_triggers(reporter, raw.triggers, &functions, &stores);
     App {
@@ -355,6 +365,7 @@ fn resolve(
         triggers,
         change_triggers,
         topics,
+        schedules,
         bus,
     }
 }

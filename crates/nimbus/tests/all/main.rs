@@ -11,6 +11,7 @@ mod hello_example;
 mod limits;
 mod manifest_errors;
 mod queues;
+mod schedules;
 mod shop_example;
 mod support;
 mod topics;
