@@ -1,8 +1,8 @@
 //! An event function: echoes an event's type and data; data `fail` makes the
-//! handler report an error, `trap` makes it panic. In a batch, data `t=NANOS`
-//! (a send time, nanoseconds since the Unix epoch) prints
-//! `queue-latency-us=N`, the time from that send to the handler's start, for
-//! `bench/queue-latency.sh`.
+//! handler report an error, `trap` makes it panic. Data holding `t=NANOS` (a
+//! send time, nanoseconds since the Unix epoch; also inside a topic message's
+//! JSON envelope) prints `queue-latency-us=N`, the time from that send to the
+//! handler's start, for `bench/queue-latency.sh` and `bench/events-bench.sh`.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -15,6 +15,7 @@ struct Fixture;
 
 impl Guest for Fixture {
     fn handle(event: CloudEvent) -> Result<Option<Vec<u8>>, String> {
+        print_latency(event.data.as_deref());
         let data = event.data.unwrap_or_default();
         match data.as_slice() {
             b"fail" => Err("fixture asked to fail".into()),
@@ -26,15 +27,8 @@ impl Guest for Fixture {
     }
 
     fn handle_batch(events: Vec<CloudEvent>) -> Result<BatchResult, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
         for event in &events {
-            let sent = event.data.as_deref().and_then(|d| d.strip_prefix(b"t="));
-            if let Some(sent) = sent.and_then(|s| std::str::from_utf8(s).ok()?.parse::<u128>().ok())
-            {
-                println!("queue-latency-us={}", now.saturating_sub(sent) / 1000);
-            }
+            print_latency(event.data.as_deref());
         }
         let failed_ids = events
             .into_iter()
@@ -42,6 +36,24 @@ impl Guest for Fixture {
             .map(|e| e.id)
             .collect();
         Ok(BatchResult { failed_ids })
+    }
+}
+
+/// Prints `queue-latency-us=N` for data that holds `t=NANOS`.
+fn print_latency(data: Option<&[u8]>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let Some(text) = data.and_then(|d| std::str::from_utf8(d).ok()) else {
+        return;
+    };
+    let Some(at) = text.find("t=") else { return };
+    let digits: String = text[at + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if let Ok(sent) = digits.parse::<u128>() {
+        println!("queue-latency-us={}", now.saturating_sub(sent) / 1000);
     }
 }
 

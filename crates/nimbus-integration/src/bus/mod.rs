@@ -364,6 +364,7 @@ impl Bus {
                 if let Some(also) = also {
                     also(conn)?;
                 }
+                let mut tally = store::Tally::default();
                 for (result, text) in planned.iter().flatten() {
                     if keep {
                         sql(store::archive(conn, &app, now, text))?;
@@ -372,10 +373,11 @@ impl Bus {
                         let targets = bus.decl.rules.get(rule).map_or(0, |r| r.targets.len());
                         for target in 0..targets {
                             sql(store::enqueue(conn, &app, rule, target, text, now))?;
-                            sql(store::count(conn, &app, rule, target, Count::Matched, 1))?;
+                            tally.add(&app, rule, target, Count::Matched);
                         }
                     }
                 }
+                sql(tally.write(conn))?;
                 let after: Option<nimbus_data::AfterCommit> = any_delivery
                     .then(|| Box::new(move || inner.wake.notify_one()) as nimbus_data::AfterCommit);
                 Ok::<_, DataError>((
@@ -540,9 +542,11 @@ async fn dispatch(inner: Arc<Inner>) {
         let recorded = inner
             .db
             .write(move |conn: &Connection| {
+                let mut tally = store::Tally::default();
                 for (d, outcome) in &outcomes {
-                    record(conn, d, outcome, backoff)?;
+                    record(conn, d, outcome, backoff, &mut tally)?;
                 }
+                sql(tally.write(conn))?;
                 Ok::<_, DataError>(((), None))
             })
             .await;
@@ -663,54 +667,27 @@ fn record(
     d: &store::Due,
     outcome: &Outcome,
     backoff: Duration,
+    tally: &mut store::Tally,
 ) -> DataResult<()> {
+    let mut count = |what| tally.add(&d.app, &d.rule, d.target, what);
     match outcome {
         Outcome::Delivered => {
-            sql(store::done(conn, d.id))?;
-            sql(store::count(
-                conn,
-                &d.app,
-                &d.rule,
-                d.target,
-                Count::Delivered,
-                1,
-            ))
+            count(Count::Delivered);
+            sql(store::done(conn, d.id))
         }
         Outcome::Gone => sql(store::done(conn, d.id)),
         Outcome::GaveUp { dead_lettered } => {
-            sql(store::done(conn, d.id))?;
-            sql(store::count(
-                conn,
-                &d.app,
-                &d.rule,
-                d.target,
-                Count::Failed,
-                1,
-            ))?;
+            count(Count::Failed);
             if *dead_lettered {
-                sql(store::count(
-                    conn,
-                    &d.app,
-                    &d.rule,
-                    d.target,
-                    Count::DeadLettered,
-                    1,
-                ))?;
+                count(Count::DeadLettered);
             }
-            Ok(())
+            sql(store::done(conn, d.id))
         }
         Outcome::Failed { error } => {
             let factor = 1u32 << d.attempts.min(20);
             let wait = backoff.saturating_mul(factor).min(MAX_BACKOFF);
-            sql(store::retry_at(conn, d.id, now_ms() + ms(wait), error))?;
-            sql(store::count(
-                conn,
-                &d.app,
-                &d.rule,
-                d.target,
-                Count::Retried,
-                1,
-            ))
+            count(Count::Retried);
+            sql(store::retry_at(conn, d.id, now_ms() + ms(wait), error))
         }
     }
 }

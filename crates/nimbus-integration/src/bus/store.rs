@@ -88,7 +88,7 @@ pub(super) fn remove_sub(
 }
 
 /// A count of `bus_counts`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Count {
     Matched,
     Delivered,
@@ -124,6 +124,27 @@ pub(super) fn count(
     ))?
     .execute((app, rule, target as i64, by as i64))?;
     Ok(())
+}
+
+/// Counts gathered over one transaction, written with one upsert per
+/// (app, rule, target, count) instead of one per event.
+#[derive(Debug, Default)]
+pub(super) struct Tally(std::collections::HashMap<(String, String, usize, Count), u64>);
+
+impl Tally {
+    pub fn add(&mut self, app: &str, rule: &str, target: usize, what: Count) {
+        *self
+            .0
+            .entry((app.to_string(), rule.to_string(), target, what))
+            .or_default() += 1;
+    }
+
+    pub fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        for ((app, rule, target, what), by) in self.0 {
+            count(conn, &app, &rule, target, what, by)?;
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn archive(

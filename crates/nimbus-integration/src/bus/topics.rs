@@ -102,12 +102,14 @@ impl Bus {
         self.inner
             .db
             .write(move |conn: &Connection| {
+                let mut tally = store::Tally::default();
                 for (_, envelope, to) in planned.iter().flatten() {
                     for &number in to {
                         sql(store::enqueue(conn, &app, &rule, number, envelope, now))?;
-                        sql(store::count(conn, &app, &rule, number, Count::Matched, 1))?;
+                        tally.add(&app, &rule, number, Count::Matched);
                     }
                 }
+                sql(tally.write(conn))?;
                 let after: Option<nimbus_data::AfterCommit> = any
                     .then(|| Box::new(move || inner.wake.notify_one()) as nimbus_data::AfterCommit);
                 Ok::<_, DataError>((
