@@ -62,6 +62,9 @@ pub struct AppStatus {
     pub queues: Vec<crate::queue::QueueStats>,
     #[serde(default)]
     pub triggers: Vec<TriggerStatus>,
+    /// Bus rules with per-target counts.
+    #[serde(default)]
+    pub rules: Vec<crate::bus::RuleStatus>,
 }
 
 /// A queue trigger as `nimbus trigger ls` and `nimbus status` show it.

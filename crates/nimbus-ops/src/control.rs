@@ -32,6 +32,8 @@ pub trait Platform: Send + Sync + 'static {
     fn remove(&self, app: &str);
     fn function_status(&self, app: &str) -> Vec<FunctionStatus>;
     fn trigger_status(&self, app: &str) -> Vec<TriggerStatus>;
+    /// The app's bus rules with their delivery counts.
+    async fn rule_status(&self, app: &str) -> Vec<nimbus_core::bus::RuleStatus>;
     /// Turns a queue trigger on or off (and remembers it).
     async fn set_trigger(&self, app: &str, trigger: &str, enabled: bool) -> Result<(), DataError>;
     /// `(http, event)`: what a deployed function can be invoked as.
@@ -411,6 +413,7 @@ impl Control {
                 stores,
                 queues,
                 triggers: self.platform.trigger_status(&d.app.name),
+                rules: self.platform.rule_status(&d.app.name).await,
             });
         }
         report

@@ -424,6 +424,34 @@ pub fn render_status(report: &StatusReport) -> String {
             ]);
         }
     }
+    let mut rules = vec![
+        [
+            "RULE -> TARGET",
+            "MATCHED",
+            "DELIVERED",
+            "RETRIED",
+            "FAILED",
+            "DEAD-LETTERED",
+            "PENDING",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for app in &report.apps {
+        for r in &app.rules {
+            for t in &r.targets {
+                rules.push(vec![
+                    format!("{}/{} -> {}", app.name, r.name, t.target),
+                    t.matched.to_string(),
+                    t.delivered.to_string(),
+                    t.retried.to_string(),
+                    t.failed.to_string(),
+                    t.dead_lettered.to_string(),
+                    t.pending.to_string(),
+                ]);
+            }
+        }
+    }
     let mut tables = vec![apps, functions, routes];
     if stores.len() > 1 {
         tables.push(stores);
@@ -433,6 +461,9 @@ pub fn render_status(report: &StatusReport) -> String {
     }
     if triggers.len() > 1 {
         tables.push(triggers);
+    }
+    if rules.len() > 1 {
+        tables.push(rules);
     }
     for table in tables {
         out.push('\n');

@@ -120,6 +120,11 @@ impl Platform for NodePlatform {
         all
     }
 
+    async fn rule_status(&self, app: &str) -> Vec<nimbus_core::bus::RuleStatus> {
+        use nimbus_core::bus::EventBus as _;
+        self.bus.rules(app).await.unwrap_or_default()
+    }
+
     async fn set_trigger(&self, app: &str, trigger: &str, enabled: bool) -> Result<(), DataError> {
         match self.triggers.set_enabled(app, trigger, enabled).await {
             Err(DataError::NotFound(_)) => self.changes.set_enabled(app, trigger, enabled).await,

@@ -166,6 +166,13 @@ async fn rules_route_events_to_queues_and_functions_with_retries_and_replay() {
         table.contains("DEAD-LETTERED") && table.contains("queue tiny"),
         "{table}"
     );
+    let status = cli_ok(&node, &["status"]);
+    assert!(status.contains("shop/to-tiny -> queue tiny"), "{status}");
+    let status = node.status().await;
+    assert_eq!(
+        status["apps"][0]["rules"][1]["targets"][0]["dead_lettered"], 2,
+        "{status}"
+    );
 
     // The API: binary mode, and a batch with one bad entry that fails alone.
     let r = node
