@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_core::app::{App, BusDecl, RuleTarget, Subscription};
+use nimbus_core::app::{App, BusDecl, RuleTarget, Sink, Subscription};
 use nimbus_core::bus::{EventBus, PutResult, RuleStatus, TargetStatus, limits};
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, DataResult, StoreRef};
@@ -530,14 +530,23 @@ async fn dispatch(inner: Arc<Inner>) {
             }
             continue;
         }
-        let attempts = due.into_iter().map(|d| {
+        // Deliveries to one queue go as batch sends (one write for up to 10);
+        // the others one by one, all concurrently.
+        let (batched, single) = by_queue(&inner, due);
+        let attempts = single.into_iter().map(|d| {
             let inner = inner.clone();
             async move {
                 let outcome = attempt(&inner, &d).await;
-                (d, outcome)
+                vec![(d, outcome)]
             }
         });
-        let outcomes = futures_join_all(attempts).await;
+        let batches = batched.into_iter().map(|(app, queue, group)| {
+            let inner = inner.clone();
+            async move { send_to_queue(&inner, &app, &queue, group).await }
+        });
+        let mut outcomes = futures_join_all(attempts).await;
+        outcomes.extend(futures_join_all(batches).await);
+        let outcomes: Vec<(store::Due, Outcome)> = outcomes.into_iter().flatten().collect();
         let backoff = Duration::from_millis(inner.backoff_ms.load(Ordering::Relaxed));
         let recorded = inner
             .db
@@ -586,6 +595,118 @@ enum Outcome {
     },
 }
 
+/// A due delivery to a queue, with what the queue gets.
+struct ToQueue {
+    due: store::Due,
+    target: RuleTarget,
+    event: Value,
+    body: Bytes,
+}
+
+/// Splits due deliveries into groups of up to a queue batch per (app, queue),
+/// and the rest.
+#[allow(clippy::type_complexity)]
+fn by_queue(
+    inner: &Inner,
+    due: Vec<store::Due>,
+) -> (Vec<(String, String, Vec<ToQueue>)>, Vec<store::Due>) {
+    let apps = inner.apps.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut groups: HashMap<(String, String), Vec<ToQueue>> = HashMap::new();
+    let mut single = Vec::new();
+    for d in due {
+        let target = apps.get(&d.app).and_then(|b| b.target(&d.rule, d.target));
+        let event = serde_json::from_str::<Value>(&d.event).ok();
+        match (target, event) {
+            (Some(target), Some(event)) => {
+                let Sink::Queue(queue) = &target.destination else {
+                    single.push(d);
+                    continue;
+                };
+                let Ok(input) = target.input.apply(&event) else {
+                    single.push(d);
+                    continue;
+                };
+                let body = Bytes::from(match input {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                });
+                let key = (d.app.clone(), queue.clone());
+                groups.entry(key).or_default().push(ToQueue {
+                    due: d,
+                    target,
+                    event,
+                    body,
+                });
+            }
+            _ => single.push(d),
+        }
+    }
+    let mut batched = Vec::new();
+    for ((app, queue), mut all) in groups {
+        while !all.is_empty() {
+            let rest = all.split_off(all.len().min(nimbus_core::queue::limits::MAX_BATCH));
+            batched.push((app.clone(), queue.clone(), all));
+            all = rest;
+        }
+    }
+    (batched, single)
+}
+
+/// Sends a group of deliveries to one queue in one batch.
+async fn send_to_queue(
+    inner: &Arc<Inner>,
+    app: &str,
+    queue: &str,
+    group: Vec<ToQueue>,
+) -> Vec<(store::Due, Outcome)> {
+    let entries = group
+        .iter()
+        .map(|t| (t.body.clone(), SendOptions::default()))
+        .collect();
+    let results = match inner
+        .queues
+        .send_batch(StoreRef::new(app, queue), entries)
+        .await
+    {
+        Ok(results) => results.into_iter().map(|r| r.map(drop)).collect(),
+        Err(e) => group.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
+    };
+    let mut out = Vec::with_capacity(group.len());
+    for (t, result) in group.into_iter().zip(results) {
+        let outcome = match result {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => {
+                let failure = sink::Failure {
+                    message: e.to_string(),
+                    permanent: false,
+                };
+                after_failure(inner, &t.due, &t.target, &t.event, failure).await
+            }
+        };
+        out.push((t.due, outcome));
+    }
+    out
+}
+
+/// What a failed attempt leads to: a retry, or (out of retries, too old, or a
+/// permanent failure) the dead-letter queue.
+async fn after_failure(
+    inner: &Arc<Inner>,
+    d: &store::Due,
+    target: &RuleTarget,
+    event: &Value,
+    failure: sink::Failure,
+) -> Outcome {
+    let error = failure.message;
+    let age = now_ms().saturating_sub(d.put_at);
+    if failure.permanent || d.attempts >= target.retries || age >= ms(target.max_event_age) {
+        let dead_lettered = dead_letter(inner, d, target, event, &error).await;
+        Outcome::GaveUp { dead_lettered }
+    } else {
+        Outcome::Failed { error }
+    }
+}
+
 async fn attempt(inner: &Arc<Inner>, d: &store::Due) -> Outcome {
     let bus = inner
         .apps
@@ -607,17 +728,7 @@ async fn attempt(inner: &Arc<Inner>, d: &store::Due) -> Outcome {
     let topic = d.rule.strip_prefix(TOPIC);
     match sink::deliver(inner, &d.app, topic, &target, &event).await {
         Ok(()) => Outcome::Delivered,
-        Err(failure) => {
-            let error = failure.message;
-            let age = now_ms().saturating_sub(d.put_at);
-            if failure.permanent || d.attempts >= target.retries || age >= ms(target.max_event_age)
-            {
-                let dead_lettered = dead_letter(inner, d, &target, &event, &error).await;
-                Outcome::GaveUp { dead_lettered }
-            } else {
-                Outcome::Failed { error }
-            }
-        }
+        Err(failure) => after_failure(inner, d, &target, &event, failure).await,
     }
 }
 
