@@ -203,12 +203,16 @@ impl App {
             StoreKind::Docs => self.docs.contains_key(name),
             StoreKind::Buckets => self.buckets.contains_key(name),
             StoreKind::Queues => self.queues.contains_key(name),
+            StoreKind::Topics => self.topics.contains_key(name),
+            StoreKind::Bus => name == self.name,
         }
     }
 }
 
-/// The kinds of resource that hold an app's data: stores of the data layer, and
-/// queues of the integration layer. Each is declared, granted and deleted alike.
+/// The kinds of resource a function can be granted (`uses`): stores of the data
+/// layer and queues of the integration layer, which hold an app's data and are
+/// declared, granted and deleted alike; and topics and the app's bus, which are
+/// granted but hold nothing to delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
@@ -216,10 +220,19 @@ pub enum StoreKind {
     Docs,
     Buckets,
     Queues,
+    Topics,
+    Bus,
 }
 
 impl StoreKind {
-    pub const ALL: [StoreKind; 4] = [Self::Kv, Self::Docs, Self::Buckets, Self::Queues];
+    pub const ALL: [StoreKind; 6] = [
+        Self::Kv,
+        Self::Docs,
+        Self::Buckets,
+        Self::Queues,
+        Self::Topics,
+        Self::Bus,
+    ];
 
     /// The manifest section and the `KIND` of change event sources: `kv`, `docs`, `buckets`.
     pub fn as_str(self) -> &'static str {
@@ -228,16 +241,21 @@ impl StoreKind {
             Self::Docs => "docs",
             Self::Buckets => "buckets",
             Self::Queues => "queues",
+            Self::Topics => "topics",
+            Self::Bus => "bus",
         }
     }
 
-    /// The prefix of a grant in `uses`: `kv:`, `docs:`, `bucket:`, `queue:`.
+    /// The prefix of a grant in `uses`: `kv:`, `docs:`, `bucket:`, `queue:`,
+    /// `topic:`, `bus:` (naming the app).
     pub fn grant_prefix(self) -> &'static str {
         match self {
             Self::Kv => "kv",
             Self::Docs => "docs",
             Self::Buckets => "bucket",
             Self::Queues => "queue",
+            Self::Topics => "topic",
+            Self::Bus => "bus",
         }
     }
 
@@ -248,6 +266,8 @@ impl StoreKind {
             Self::Docs => "document store",
             Self::Buckets => "bucket",
             Self::Queues => "queue",
+            Self::Topics => "topic",
+            Self::Bus => "event bus",
         }
     }
 
@@ -449,7 +469,7 @@ impl ChangeTrigger {
             StoreKind::Kv => &["set", "deleted", "expired"],
             StoreKind::Docs => &["created", "updated", "deleted"],
             StoreKind::Buckets => &["created", "deleted"],
-            StoreKind::Queues => &[],
+            StoreKind::Queues | StoreKind::Topics | StoreKind::Bus => &[],
         }
     }
 

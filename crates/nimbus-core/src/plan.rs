@@ -291,7 +291,7 @@ const DELETES_DATA: &str = "deletes its data";
 
 fn store_diff(old: &App, new: &App, kind: StoreKind, name: &str) -> Option<String> {
     match kind {
-        StoreKind::Kv => None,
+        StoreKind::Kv | StoreKind::Topics | StoreKind::Bus => None,
         StoreKind::Queues => {
             let (a, b) = (&old.queues[name], &new.queues[name]);
             let mut fields = Vec::new();

@@ -93,7 +93,7 @@ impl StoreCatalog for DataService {
             StoreKind::Docs => self.docs.drop_store(&store).await,
             StoreKind::Buckets => self.blobs.drop_store(&store).await,
             // Never in this catalog (see `ensure`).
-            StoreKind::Queues => Ok(()),
+            StoreKind::Queues | StoreKind::Topics | StoreKind::Bus => Ok(()),
         }
     }
 
@@ -104,7 +104,7 @@ impl StoreCatalog for DataService {
                 StoreKind::Kv => self.kv.stats(&store),
                 StoreKind::Docs => self.docs.stats(&store).await?,
                 StoreKind::Buckets => self.blobs.stats(&store).await?,
-                StoreKind::Queues => continue,
+                StoreKind::Queues | StoreKind::Topics | StoreKind::Bus => continue,
             };
             out.push(StoreStatus {
                 kind: store.kind,

@@ -196,6 +196,9 @@ impl Node {
         );
         let components = FileStore::open(config.data_dir.join("components"), "wasm")?;
         let cache = FileStore::open(config.data_dir.join("cache").join("compiled"), "cwasm")?;
+        // Compute's host bindings need the bus, which needs async invocations,
+        // which need compute: the bus is bound once it exists.
+        let late_bus = LateBus::default();
         let runtime = Runtime::new(
             RuntimeConfig {
                 max_instances: config.max_instances,
@@ -207,6 +210,8 @@ impl Node {
                 docs: data_ports.docs.clone(),
                 blobs: data_ports.blobs.clone(),
                 queues: queues.clone(),
+                topics: Arc::new(late_bus.clone()),
+                bus: Arc::new(late_bus.clone()),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly runtime: {e:#}"))?;
@@ -232,6 +237,7 @@ impl Node {
             Arc::new(invocations.clone()),
         )
         .map_err(|e| anyhow::anyhow!("cannot open the event bus: {e}"))?;
+        let _ = late_bus.0.set(bus.clone());
         let changes = nimbus_integration::Changes::open(
             db.clone(),
             data_ports.catalog.clone(),
@@ -345,6 +351,71 @@ impl Node {
         gateway.await.context("gateway server failed")?;
         admin.await?.context("admin server failed")?;
         Ok(())
+    }
+}
+
+/// The event bus and topics for compute's host bindings, bound after the node
+/// has built them.
+#[derive(Clone, Default)]
+struct LateBus(Arc<std::sync::OnceLock<nimbus_integration::Bus>>);
+
+impl LateBus {
+    fn get(&self) -> Result<&nimbus_integration::Bus, DataError> {
+        self.0
+            .get()
+            .ok_or_else(|| DataError::Storage("the event bus is starting".into()))
+    }
+}
+
+#[async_trait]
+impl nimbus_core::bus::EventBus for LateBus {
+    async fn put_events(
+        &self,
+        app: &str,
+        events: Vec<nimbus_core::cloudevent::CloudEvent>,
+    ) -> Result<Vec<Result<nimbus_core::bus::PutResult, DataError>>, DataError> {
+        self.get()?.put_events(app, events).await
+    }
+
+    async fn rules(&self, app: &str) -> Result<Vec<nimbus_core::bus::RuleStatus>, DataError> {
+        self.get()?.rules(app).await
+    }
+
+    async fn replay(&self, app: &str, from_ms: u64, to_ms: u64) -> Result<u64, DataError> {
+        self.get()?.replay(app, from_ms, to_ms).await
+    }
+}
+
+#[async_trait]
+impl nimbus_core::topic::TopicService for LateBus {
+    async fn publish(
+        &self,
+        app: &str,
+        topic: &str,
+        messages: Vec<nimbus_core::topic::Publish>,
+    ) -> Result<Vec<Result<nimbus_core::topic::Published, DataError>>, DataError> {
+        self.get()?.publish(app, topic, messages).await
+    }
+
+    async fn subscriptions(
+        &self,
+        app: &str,
+        topic: &str,
+    ) -> Result<Vec<nimbus_core::topic::SubscriptionStatus>, DataError> {
+        self.get()?.subscriptions(app, topic).await
+    }
+
+    async fn subscribe(
+        &self,
+        app: &str,
+        topic: &str,
+        subscription: nimbus_core::app::Subscription,
+    ) -> Result<String, DataError> {
+        self.get()?.subscribe(app, topic, subscription).await
+    }
+
+    async fn unsubscribe(&self, app: &str, topic: &str, id: &str) -> Result<bool, DataError> {
+        self.get()?.unsubscribe(app, topic, id).await
     }
 }
 

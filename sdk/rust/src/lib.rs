@@ -5,6 +5,7 @@
 //! - [`docs`]: document stores: JSON documents with revisions and queries.
 //! - [`blobs`]: buckets of objects.
 //! - [`queues`]: message queues (send, receive with long polling, delete).
+//! - [`events`]: topics (publish) and the event bus (put events).
 //!
 //! A function may touch only the stores its manifest entry names in `uses`:
 //!
@@ -48,6 +49,7 @@ mod bindings {
 pub mod blobs;
 pub mod docs;
 mod error;
+pub mod events;
 pub mod kv;
 pub mod queues;
 

@@ -8,7 +8,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use nimbus_sdk::{Error, blobs, docs, kv, queues};
+use nimbus_sdk::{Error, blobs, docs, events, kv, queues};
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -220,10 +220,34 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
             p_ if p_.starts_with("/docs/") => docs_op(&path[6..], &p, body),
             p_ if p_.starts_with("/blobs/") => blobs_op(&path[7..], &p, body),
             p_ if p_.starts_with("/queues/") => queues_op(&path[8..], &p, body),
+            p_ if p_.starts_with("/events/") => events_op(&path[8..], &p, body),
             _ => Ok(status(404, "unknown fixture path")),
         };
         respond(out, result.unwrap_or_else(fail));
     }
+}
+
+/// `/events/publish?topic=T&attr=K:V` (the body is the message) and
+/// `/events/put?bus=APP&type=T&source=S` (the body is JSON data).
+fn events_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {
+    Ok(match op {
+        "publish" => {
+            let attrs: Vec<(&str, &str)> =
+                p.0.iter()
+                    .filter(|(k, _)| k == "attr")
+                    .filter_map(|(_, v)| v.split_once(':'))
+                    .collect();
+            let message = String::from_utf8_lossy(&body);
+            ok(events::Topic::new(p.req("topic")).publish(&message, &attrs)?)
+        }
+        "put" => {
+            let data: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+            let event = events::Event::new(p.req("source"), p.req("type")).json(&data);
+            ok(events::Bus::new(p.req("bus")).put(event)?.join(","))
+        }
+        _ => status(404, "unknown events op"),
+    })
 }
 
 fn kv_op(op: &str, p: &Params, body: Vec<u8>) -> Result<Reply, Error> {

@@ -2,7 +2,7 @@
 //! (`wasi:keyvalue`, `nimbus:data`, `nimbus:integration`; `wit/`), the
 //! per-instance grants, and the mapping of data errors into the interfaces' error
 //! types. Each interface's calls live in its own module (`kv`, `docs`, `blobs`,
-//! `queues`); every one checks the grant before touching a port.
+//! `queues`, `events`); every one checks the grant before touching a port.
 
 use std::sync::Arc;
 
@@ -41,6 +41,8 @@ pub struct DataPorts {
     pub docs: Arc<dyn DocStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queues: Arc<dyn QueueService>,
+    pub topics: Arc<dyn nimbus_core::topic::TopicService>,
+    pub bus: Arc<dyn nimbus_core::bus::EventBus>,
 }
 
 /// What one instance may touch, and through which ports.

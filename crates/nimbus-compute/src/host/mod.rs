@@ -5,6 +5,7 @@
 mod blobs;
 mod data;
 mod docs;
+mod events;
 mod kv;
 mod log;
 mod outbound;

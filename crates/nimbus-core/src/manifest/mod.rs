@@ -315,6 +315,8 @@ fn resolve(
 
     let mut stores = resolve_stores(reporter, raw.kv, raw.docs, raw.buckets);
     stores.queues = resolve_queues(reporter, raw.queues);
+    stores.topics = raw.topics.keys().map(|t| t.get_ref().clone()).collect();
+    stores.app = name.clone();
     let mut functions = BTreeMap::new();
     let mut function_destinations: Vec<(Range<usize>, Destination)> = Vec::new();
     for (fname, f) in raw.functions {
@@ -376,6 +378,10 @@ struct Stores {
     docs: BTreeMap<String, DocStoreDecl>,
     buckets: BTreeMap<String, BucketDecl>,
     queues: BTreeMap<String, QueueDecl>,
+    /// Topic names (for grants; the topics resolve after the functions).
+    topics: Vec<String>,
+    /// The app's own name: `bus:APP` grants name it.
+    app: String,
 }
 
 impl Stores {
@@ -385,6 +391,8 @@ impl Stores {
             StoreKind::Docs => self.docs.keys().map(String::as_str).collect(),
             StoreKind::Buckets => self.buckets.keys().map(String::as_str).collect(),
             StoreKind::Queues => self.queues.keys().map(String::as_str).collect(),
+            StoreKind::Topics => self.topics.iter().map(String::as_str).collect(),
+            StoreKind::Bus => vec![self.app.as_str()],
         }
     }
 }
@@ -1048,6 +1056,18 @@ fn resolve_grant(
         return None;
     };
     let names = stores.names(kind);
+    if kind == StoreKind::Bus && !names.contains(&resource) {
+        reporter.error(
+            Some(grant.span()),
+            format!("`uses` names the bus of app `{resource}`"),
+            "grant",
+            Some(format!(
+                "a function puts events into its own app's bus: `bus:{}`",
+                stores.app
+            )),
+        );
+        return None;
+    }
     if !names.contains(&resource) {
         let help = closest(resource, names.iter().copied())
             .map(|near| format!("did you mean `{prefix}:{near}`?"))

@@ -291,3 +291,92 @@ async fn an_invalid_pattern_fails_the_deploy_with_its_place() {
     );
     assert!(err.contains("nimbus.toml"), "{err}");
 }
+
+/// Functions publish to topics and put events through `nimbus:integration/events`,
+/// only where `uses` grants it.
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_publish_and_put_events_through_the_guest_import() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        r#"
+[app]
+name = "shop"
+
+[functions.api]
+source = "{data}"
+uses = ["topic:orders", "bus:shop"]
+
+[functions.other]
+source = "{data}"
+
+[[routes]]
+path = "/{*path}"
+function = "api"
+
+[[routes]]
+path = "/other/{*path}"
+function = "other"
+
+[queues.audit]
+[queues.big]
+
+[topics.orders]
+subscriptions = [{ queue = "audit", filter = { kind = ["vip"] } }]
+
+[bus.rules.big-orders]
+pattern = { type = ["order.placed"], data = { total = [{ numeric = [">", 100] }] } }
+targets = [{ queue = "big" }]
+"#,
+    );
+    node.deploy(dir.path());
+    let post = |path: &str, body: &str| {
+        let (url, body) = (node.url(path), body.to_string());
+        async move {
+            let r = crate::support::http()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, id) = post("/events/publish?topic=orders&attr=kind:vip", "order 1").await;
+    assert_eq!(status, 200, "{id}");
+    let (status, rules) = post(
+        "/events/put?bus=shop&type=order.placed&source=shop/api",
+        r#"{"total": 150}"#,
+    )
+    .await;
+    assert_eq!((status, rules.as_str()), (200, "big-orders"));
+    let audit = drain(&node, "audit", 1, Duration::from_secs(10)).await;
+    assert_eq!(audit[0]["id"], id.as_str());
+    assert_eq!(audit[0]["message"], "order 1");
+    let big = drain(&node, "big", 1, Duration::from_secs(10)).await;
+    assert_eq!(big[0]["source"], "shop/api");
+    assert_eq!(big[0]["data"]["total"], 150);
+
+    // Without a grant: "not granted", and nothing is published or put.
+    let (status, body) = post("/other/events/publish?topic=orders&attr=kind:vip", "x").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not granted"), "{body}");
+    let (status, _) = post(
+        "/other/events/put?bus=shop&type=order.placed&source=x",
+        r#"{"total": 500}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = post("/events/put?bus=elsewhere&type=t&source=s", "{}").await;
+    assert_eq!(status, 403, "only the granted bus");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        drain(&node, "audit", 1, Duration::from_secs(1))
+            .await
+            .is_empty()
+    );
+    assert!(
+        drain(&node, "big", 1, Duration::from_secs(1))
+            .await
+            .is_empty()
+    );
+}
