@@ -405,6 +405,10 @@ fn default_max_event_age() -> Duration {
 pub enum Destination {
     Queue(String),
     Function(String),
+    /// A message (the record) published to a topic of the app.
+    Topic(String),
+    /// An event (the record as data) put into the bus of app `APP`.
+    Bus(String),
 }
 
 impl std::fmt::Display for Destination {
@@ -412,6 +416,8 @@ impl std::fmt::Display for Destination {
         match self {
             Self::Queue(q) => write!(f, "queue `{q}`"),
             Self::Function(func) => write!(f, "function `{func}`"),
+            Self::Topic(t) => write!(f, "topic `{t}`"),
+            Self::Bus(app) => write!(f, "the bus of `{app}`"),
         }
     }
 }

@@ -238,6 +238,7 @@ impl Node {
         )
         .map_err(|e| anyhow::anyhow!("cannot open the event bus: {e}"))?;
         let _ = late_bus.0.set(bus.clone());
+        invocations.bind_events(Arc::new(bus.clone()), Arc::new(bus.clone()));
         let changes = nimbus_integration::Changes::open(
             db.clone(),
             data_ports.catalog.clone(),

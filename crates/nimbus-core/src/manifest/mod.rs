@@ -147,6 +147,8 @@ struct RawFunction {
 struct RawDestination {
     queue: Option<String>,
     function: Option<String>,
+    topic: Option<String>,
+    bus: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -799,17 +801,33 @@ fn resolve_function(
             RawDestination {
                 queue: Some(q),
                 function: None,
+                topic: None,
+                bus: None,
             } => Destination::Queue(q),
             RawDestination {
                 queue: None,
                 function: Some(f),
+                topic: None,
+                bus: None,
             } => Destination::Function(f),
+            RawDestination {
+                queue: None,
+                function: None,
+                topic: Some(t),
+                bus: None,
+            } => Destination::Topic(t),
+            RawDestination {
+                queue: None,
+                function: None,
+                topic: None,
+                bus: Some(b),
+            } => Destination::Bus(b),
             _ => {
                 reporter.error(
                     Some(span),
                     format!("`{key}` names one destination"),
                     "destination",
-                    Some(format!("write `{key} = {{ queue = \"NAME\" }}` or `{key} = {{ function = \"NAME\" }}`")),
+                    Some(format!("write `{key} = {{ queue = \"NAME\" }}`, `{{ function = \"NAME\" }}`, `{{ topic = \"NAME\" }}` or `{{ bus = \"APP\" }}`")),
                 );
                 return None;
             }
@@ -856,6 +874,18 @@ fn check_destinations(
                 f,
                 functions.keys().map(String::as_str).collect(),
             ),
+            Destination::Topic(t) => ("topic", t, stores.names(StoreKind::Topics)),
+            Destination::Bus(app) => {
+                if !is_name(app) {
+                    reporter.error(
+                        Some(span.clone()),
+                        format!("`bus = \"{app}\"` does not name an app"),
+                        "destination",
+                        Some("name the app whose bus receives the record".into()),
+                    );
+                }
+                continue;
+            }
         };
         if !known.contains(&name) {
             let help = closest(name, known.iter().copied())

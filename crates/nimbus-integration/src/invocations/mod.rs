@@ -47,11 +47,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use nimbus_core::app::{App, Destination, Function};
+use nimbus_core::bus::EventBus;
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, DataResult, StoreRef};
 use nimbus_core::invocation::{AsyncInvoker, Invocation, InvocationStatus};
 use nimbus_core::ports::{InvokeError, Invoker, Target};
 use nimbus_core::queue::{QueueService, SendOptions};
+use nimbus_core::topic::{Publish, TopicService};
 use nimbus_data::Database;
 use nimbus_data::catalog::{now_ms, rfc3339};
 use rusqlite::Connection;
@@ -92,6 +94,9 @@ struct Inner {
     started: AtomicBool,
     /// Dispatcher passes (each one write), to check that idle means idle.
     passes: AtomicU64,
+    /// Topic and bus destinations, bound once the bus exists (it is built on
+    /// async invocations).
+    events: std::sync::OnceLock<(Arc<dyn TopicService>, Arc<dyn EventBus>)>,
 }
 
 /// The async invocations of every app. Cheap to clone.
@@ -154,8 +159,14 @@ impl Invocations {
                 backoff_us: AtomicU64::new(DEFAULT_BACKOFF.as_micros() as u64),
                 started: AtomicBool::new(false),
                 passes: AtomicU64::new(0),
+                events: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Lets `on_success` / `on_failure` name a topic or a bus.
+    pub fn bind_events(&self, topics: Arc<dyn TopicService>, bus: Arc<dyn EventBus>) {
+        let _ = self.inner.events.set((topics, bus));
     }
 
     /// For tests: the first retry's backoff (default 1 s; each retry doubles it,
@@ -613,6 +624,39 @@ impl Inner {
                 event.time = Some(rfc3339(now));
                 self.submit(&row.app, target, event).await.map(drop)
             }
+            Destination::Topic(topic) => match self.events.get() {
+                Some((topics, _)) => {
+                    let message = Publish {
+                        message: json.to_string(),
+                        attributes: [("condition".to_string(), condition.as_str().into())].into(),
+                    };
+                    match topics.publish(&row.app, topic, vec![message]).await {
+                        Ok(mut r) => r.pop().expect("one result").map(drop),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Err(DataError::Storage("topics are not running".into())),
+            },
+            Destination::Bus(app) => match self.events.get() {
+                Some((_, bus)) => {
+                    let ty = if success {
+                        "nimbus.invocation.success"
+                    } else {
+                        "nimbus.invocation.failure"
+                    };
+                    let source = format!("nimbus/{}/functions/{}", row.app, row.function);
+                    let mut event =
+                        CloudEvent::new(format!("{}-{}", row.id, condition.as_str()), source, ty)
+                            .with_data("application/json", json.to_string().into_bytes());
+                    event.subject = Some(row.id.clone());
+                    event.time = Some(rfc3339(now));
+                    match bus.put_events(app, vec![event]).await {
+                        Ok(mut r) => r.pop().expect("one result").map(drop),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Err(DataError::Storage("the event bus is not running".into())),
+            },
         };
         if let Err(e) = sent {
             tracing::warn!(

@@ -239,3 +239,47 @@ uses = ["kv:seen"]
         "{record}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_may_be_a_topic_or_the_bus() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        r#"
+[app]
+name = "jobs"
+
+[functions.worker]
+source = "{data}"
+uses = ["kv:seen"]
+retries = 0
+on_success = { bus = "jobs" }
+on_failure = { topic = "failures" }
+
+[kv.seen]
+[queues.succeeded]
+[queues.failed]
+
+[topics.failures]
+subscriptions = [{ queue = "failed", filter = { condition = ["RetriesExhausted"] } }]
+
+[bus.rules.successes]
+pattern = { type = ["nimbus.invocation.success"], source = ["nimbus/jobs/functions/worker"] }
+targets = [{ queue = "succeeded", input_path = "$.data" }]
+"#,
+    );
+    node.deploy(dir.path());
+    let ok = cli_ok(&node, &["invoke", "jobs/worker", "--async", "-d", "fine"]);
+    let bad = cli_ok(&node, &["invoke", "jobs/worker", "--async", "-d", "fail"]);
+    let done = receive(&node, "succeeded");
+    let record: Value =
+        serde_json::from_str(done["messages"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], ok.trim());
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    let failed = receive(&node, "failed");
+    let envelope: Value =
+        serde_json::from_str(failed["messages"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(envelope["topic"], "failures");
+    assert_eq!(envelope["attributes"]["condition"], "RetriesExhausted");
+    let record: Value = serde_json::from_str(envelope["message"].as_str().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], bad.trim());
+}
