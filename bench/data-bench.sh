@@ -47,6 +47,8 @@ REDIS_AOF_N=${REDIS_AOF_N:-200000}
 OBJ_MIB=${OBJ_MIB:-256}
 OTHER_MAX=${OTHER_MAX:-20}
 RETRIES=${RETRIES:-4}
+IDLE_WAIT=${IDLE_WAIT:-600}
+IDLE_MAX=${IDLE_MAX:-15}
 OUT=${OUT:-$WORK/results/nimbus-data-$(date +%Y%m%dT%H%M%S)}
 NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
 # The fixture is built from this tree into its own target dir (not lib.sh's shared
@@ -96,8 +98,6 @@ HZ=$(getconf CLK_TCK)
 # The machine is shared (2 cores): before each part, wait up to IDLE_WAIT seconds
 # for the other processes to leave both cores mostly idle (< IDLE_MAX % busy over 2 s,
 # default 15).
-IDLE_WAIT=${IDLE_WAIT:-600}
-IDLE_MAX=${IDLE_MAX:-15}
 wait_idle() {
   python3 - "$IDLE_WAIT" "$IDLE_MAX" "$@" <<'PY' | tee -a "$OUT/load.log" >&2
 import sys, time
