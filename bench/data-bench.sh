@@ -65,7 +65,7 @@ log() { echo "[data-bench $(date +%H:%M:%S)] $*" >&2; }
 
 if [ -z "${NIMBUS_PREBUILT:-}" ]; then
   log "cargo build --release -p nimbus"
-  (cd "$ROOT" && cargo build -q --release -p nimbus)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus)
 fi
 log "building the data fixture"
 CARGO_TARGET_DIR=$FIXTURE_TARGET cargo build -q --release --target wasm32-wasip2 \

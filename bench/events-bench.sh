@@ -42,10 +42,10 @@ log() { echo "[events-bench $(date +%H:%M:%S)] $*" >&2; }
 
 if [ -z "${NIMBUS_PREBUILT:-}" ]; then
   log "cargo build --release -p nimbus"
-  (cd "$ROOT" && cargo build -q --release -p nimbus)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus)
 fi
-(cd "$ROOT/test-programs" && cargo build -q --release --target wasm32-wasip2 -p event-fixture)
-(cd "$ROOT" && cargo build -q --release -p nimbus-core --example match-bench)
+(cd "$ROOT/test-programs" && CARGO_TARGET_DIR=$ROOT/test-programs/target cargo build -q --release --target wasm32-wasip2 -p event-fixture)
+(cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus-core --example match-bench)
 MATCH_BENCH=$ROOT/target/release/examples/match-bench
 for tool in "$WRK" curl "$NATS_SERVER"; do
   command -v "$tool" >/dev/null || { echo "missing $tool (run $SHARED/setup.sh)" >&2; exit 1; }

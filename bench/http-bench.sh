@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 trap stop_all EXIT INT TERM
 
 if [ -z "${NIMBUS_PREBUILT:-}" ]; then
-  (cd "$ROOT" && cargo build -q --release -p nimbus)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus)
 fi
 [ -f "$HELLO_WASM" ] || { echo "run $SHARED/setup.sh first (no $HELLO_WASM)" >&2; exit 1; }
 

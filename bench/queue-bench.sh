@@ -70,7 +70,7 @@ log() { echo "[queue-bench $(date +%H:%M:%S)] $*" >&2; }
 
 if [ -z "${NIMBUS_PREBUILT:-}" ]; then
   log "cargo build --release -p nimbus"
-  (cd "$ROOT" && cargo build -q --release -p nimbus)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus)
 fi
 if [ -z "${FIXTURE_PREBUILT:-}" ]; then
   log "building the data fixture"

@@ -43,7 +43,7 @@ log() { echo "[queue-latency $(date +%H:%M:%S)] $*" >&2; }
 
 if [ -z "${NIMBUS_PREBUILT:-}" ]; then
   log "cargo build --release -p nimbus"
-  (cd "$ROOT" && cargo build -q --release -p nimbus)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target cargo build -q --release -p nimbus)
 fi
 log "building the event fixture"
 CARGO_TARGET_DIR=$FIXTURE_TARGET cargo build -q --release --target wasm32-wasip2 \
