@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::diagnostic::Reporter;
-use super::{RawTrigger, Stores, closest, int_in, is_name};
+use super::{RawTrigger, Stores, check_trigger_function, closest, int_in, is_name};
 use crate::app::{ChangeTrigger, Function, StoreKind};
 
 /// A resolved trigger with the span of its table, for duplicate-name errors.
@@ -44,20 +44,7 @@ pub(super) fn resolve(
             Some(help),
         );
     }
-    if !functions.contains_key(t.function.get_ref()) {
-        let help = closest(t.function.get_ref(), functions.keys().map(String::as_str))
-            .map(|near| format!("did you mean `{near}`?"))
-            .unwrap_or_else(|| format!("declare it as `[functions.{}]`", t.function.get_ref()));
-        reporter.error(
-            Some(t.function.span()),
-            format!(
-                "the trigger names function `{}`, which is not declared",
-                t.function.get_ref()
-            ),
-            "trigger target",
-            Some(help),
-        );
-    }
+    check_trigger_function(reporter, &t.function, functions);
     let known = ChangeTrigger::kinds_of(kind);
     let mut events = Vec::new();
     for e in t.events {

@@ -901,6 +901,29 @@ fn check_destinations(
     }
 }
 
+/// A trigger's `function` names a declared function.
+fn check_trigger_function(
+    reporter: &mut Reporter,
+    function: &Spanned<String>,
+    functions: &BTreeMap<String, Function>,
+) {
+    if functions.contains_key(function.get_ref()) {
+        return;
+    }
+    let help = closest(function.get_ref(), functions.keys().map(String::as_str))
+        .map(|near| format!("did you mean `{near}`?"))
+        .unwrap_or_else(|| format!("declare it as `[functions.{}]`", function.get_ref()));
+    reporter.error(
+        Some(function.span()),
+        format!(
+            "the trigger names function `{}`, which is not declared",
+            function.get_ref()
+        ),
+        "trigger target",
+        Some(help),
+    );
+}
+
 /// `[[triggers]]`: each names a declared queue and function.
 fn resolve_triggers(
     reporter: &mut Reporter,
@@ -979,20 +1002,7 @@ fn resolve_triggers(
                 Some(help),
             );
         }
-        if !functions.contains_key(t.function.get_ref()) {
-            let help = closest(t.function.get_ref(), functions.keys().map(String::as_str))
-                .map(|near| format!("did you mean `{near}`?"))
-                .unwrap_or_else(|| format!("declare it as `[functions.{}]`", t.function.get_ref()));
-            reporter.error(
-                Some(t.function.span()),
-                format!(
-                    "the trigger names function `{}`, which is not declared",
-                    t.function.get_ref()
-                ),
-                "trigger target",
-                Some(help),
-            );
-        }
+        check_trigger_function(reporter, &t.function, functions);
         let name = match t.name {
             Some(n) => {
                 if !is_name(n.get_ref()) {

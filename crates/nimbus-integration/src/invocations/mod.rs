@@ -592,6 +592,21 @@ impl Inner {
         };
         let condition = record.condition();
         let json = record.to_json();
+        // The record as the CloudEvent a function or a bus receives.
+        let record_event = || {
+            let ty = if success {
+                "nimbus.invocation.success"
+            } else {
+                "nimbus.invocation.failure"
+            };
+            let source = format!("nimbus/{}/functions/{}", row.app, row.function);
+            let mut event =
+                CloudEvent::new(format!("{}-{}", row.id, condition.as_str()), source, ty)
+                    .with_data("application/json", json.to_string().into_bytes());
+            event.subject = Some(row.id.clone());
+            event.time = Some(rfc3339(now));
+            event
+        };
         let sent = match dest {
             Destination::Queue(queue) => {
                 let fifo = deployed.app.queues.get(queue).is_some_and(|q| q.fifo);
@@ -610,20 +625,10 @@ impl Inner {
                     .await
                     .map(drop)
             }
-            Destination::Function(target) => {
-                let ty = if success {
-                    "nimbus.invocation.success"
-                } else {
-                    "nimbus.invocation.failure"
-                };
-                let source = format!("nimbus/{}/functions/{}", row.app, row.function);
-                let mut event =
-                    CloudEvent::new(format!("{}-{}", row.id, condition.as_str()), source, ty)
-                        .with_data("application/json", json.to_string().into_bytes());
-                event.subject = Some(row.id.clone());
-                event.time = Some(rfc3339(now));
-                self.submit(&row.app, target, event).await.map(drop)
-            }
+            Destination::Function(target) => self
+                .submit(&row.app, target, record_event())
+                .await
+                .map(drop),
             Destination::Topic(topic) => match self.events.get() {
                 Some((topics, _)) => {
                     let message = Publish {
@@ -638,23 +643,10 @@ impl Inner {
                 None => Err(DataError::Storage("topics are not running".into())),
             },
             Destination::Bus(app) => match self.events.get() {
-                Some((_, bus)) => {
-                    let ty = if success {
-                        "nimbus.invocation.success"
-                    } else {
-                        "nimbus.invocation.failure"
-                    };
-                    let source = format!("nimbus/{}/functions/{}", row.app, row.function);
-                    let mut event =
-                        CloudEvent::new(format!("{}-{}", row.id, condition.as_str()), source, ty)
-                            .with_data("application/json", json.to_string().into_bytes());
-                    event.subject = Some(row.id.clone());
-                    event.time = Some(rfc3339(now));
-                    match bus.put_events(app, vec![event]).await {
-                        Ok(mut r) => r.pop().expect("one result").map(drop),
-                        Err(e) => Err(e),
-                    }
-                }
+                Some((_, bus)) => match bus.put_events(app, vec![record_event()]).await {
+                    Ok(mut r) => r.pop().expect("one result").map(drop),
+                    Err(e) => Err(e),
+                },
                 None => Err(DataError::Storage("the event bus is not running".into())),
             },
         };
