@@ -24,6 +24,19 @@ pub mod limits {
 /// HEX the HMAC-SHA256 of `UNIX_SECONDS.BODY` under the subscription's secret.
 pub const SIGNATURE_HEADER: &str = "x-nimbus-signature";
 
+/// An attribute given as text (a header, a CLI `--attr`, a guest's string), as
+/// filters see it: a number if it reads as one, so numeric filters work.
+pub fn attribute_value(text: &str) -> serde_json::Value {
+    text.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .and_then(serde_json::Number::from_f64)
+        .map_or_else(
+            || serde_json::Value::String(text.to_string()),
+            serde_json::Value::Number,
+        )
+}
+
 /// One message to publish.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Publish {

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use nimbus_core::app::Subscription;
 use nimbus_core::data::DataError;
-use nimbus_core::topic::{Publish, limits};
+use nimbus_core::topic::{Publish, attribute_value, limits};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -79,15 +79,6 @@ async fn publish(api: Api, Path((app, topic)): StorePath, request: Request) -> R
         .map_err(fail)?;
     let published = put.pop().expect("one result").map_err(fail)?;
     Ok(Json(published).into_response())
-}
-
-/// A header attribute as filters see it: a number when it reads as one.
-fn attribute_value(text: &str) -> Value {
-    text.parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite())
-        .and_then(serde_json::Number::from_f64)
-        .map_or_else(|| Value::String(text.to_string()), Value::Number)
 }
 
 #[derive(Debug, Deserialize)]

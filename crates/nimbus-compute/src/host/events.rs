@@ -5,22 +5,13 @@
 use nimbus_core::app::StoreKind;
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::DataError;
-use nimbus_core::topic::Publish;
+use nimbus_core::topic::{Publish, attribute_value};
 
 use super::HostState;
 use super::data::bindings::nimbus::integration::events as wit;
 use super::data::{WitError, to_wit};
 
 type EventsResult<T> = wasmtime::Result<Result<T, WitError>>;
-
-/// An attribute value as filters see it: a number if it reads as one.
-fn attribute(text: String) -> serde_json::Value {
-    text.parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite())
-        .and_then(serde_json::Number::from_f64)
-        .map_or(serde_json::Value::String(text), serde_json::Value::Number)
-}
 
 fn new_id() -> String {
     let mut bytes = [0u8; 16];
@@ -42,7 +33,7 @@ impl wit::Host for HostState {
                 message,
                 attributes: attributes
                     .into_iter()
-                    .map(|(k, v)| (k, attribute(v)))
+                    .map(|(k, v)| (k, attribute_value(&v)))
                     .collect(),
             };
             let mut results = data

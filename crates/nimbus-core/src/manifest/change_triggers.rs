@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::diagnostic::Reporter;
-use super::{RawTrigger, Stores, check_trigger_function, closest, int_in, is_name};
+use super::{RawTrigger, Stores, check_trigger_function, closest, int_in, trigger_name};
 use crate::app::{ChangeTrigger, Function, StoreKind};
 
 /// A resolved trigger with the span of its table, for duplicate-name errors.
@@ -79,23 +79,7 @@ pub(super) fn resolve(
             );
         }
     }
-    let name = match t.name {
-        Some(n) => {
-            if !is_name(n.get_ref()) {
-                reporter.error(
-                    Some(n.span()),
-                    format!("invalid trigger name `{}`", n.get_ref()),
-                    "trigger name",
-                    Some(
-                        "use lower-case letters, digits, `-` and `_`, starting with a letter"
-                            .into(),
-                    ),
-                );
-            }
-            n.into_inner()
-        }
-        None => format!("{}-{}", store.get_ref(), t.function.get_ref()),
-    };
+    let name = trigger_name(reporter, t.name, store.get_ref(), t.function.get_ref());
     let retries = int_in(reporter, "retries", t.retries, 0, 10, 2) as u32;
     Some(Resolved {
         trigger: ChangeTrigger {

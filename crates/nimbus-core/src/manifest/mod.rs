@@ -901,6 +901,27 @@ fn check_destinations(
     }
 }
 
+/// A trigger's `name`, checked, or by default `SOURCE-FUNCTION`.
+fn trigger_name(
+    reporter: &mut Reporter,
+    name: Option<Spanned<String>>,
+    source: &str,
+    function: &str,
+) -> String {
+    let Some(n) = name else {
+        return format!("{source}-{function}");
+    };
+    if !is_name(n.get_ref()) {
+        reporter.error(
+            Some(n.span()),
+            format!("invalid trigger name `{}`", n.get_ref()),
+            "trigger name",
+            Some("use lower-case letters, digits, `-` and `_`, starting with a letter".into()),
+        );
+    }
+    n.into_inner()
+}
+
 /// A trigger's `function` names a declared function.
 fn check_trigger_function(
     reporter: &mut Reporter,
@@ -1003,23 +1024,7 @@ fn resolve_triggers(
             );
         }
         check_trigger_function(reporter, &t.function, functions);
-        let name = match t.name {
-            Some(n) => {
-                if !is_name(n.get_ref()) {
-                    reporter.error(
-                        Some(n.span()),
-                        format!("invalid trigger name `{}`", n.get_ref()),
-                        "trigger name",
-                        Some(
-                            "use lower-case letters, digits, `-` and `_`, starting with a letter"
-                                .into(),
-                        ),
-                    );
-                }
-                n.into_inner()
-            }
-            None => format!("{}-{}", queue.get_ref(), t.function.get_ref()),
-        };
+        let name = trigger_name(reporter, t.name, queue.get_ref(), t.function.get_ref());
         if triggers.iter().any(|x| x.name == name) || changes.iter().any(|x| x.name == name) {
             reporter.error(
                 Some(span.clone()),

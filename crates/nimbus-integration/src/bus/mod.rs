@@ -390,17 +390,6 @@ impl Bus {
     }
 }
 
-impl Bus {
-    /// Puts events into `app`'s bus (a bus sink: maybe another app's).
-    pub(super) async fn put_events_of(
-        &self,
-        app: &str,
-        events: Vec<CloudEvent>,
-    ) -> DataResult<Vec<DataResult<PutResult>>> {
-        self.put_events(app, events).await
-    }
-}
-
 /// A put event as the JSON rules match: structured mode, with a `time` added
 /// when the sender gave none.
 fn event_json(mut event: CloudEvent) -> Value {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use nimbus_core::app::{Input, RuleTarget, Sink};
+use nimbus_core::bus::EventBus as _;
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::StoreRef;
 use nimbus_core::queue::SendOptions;
@@ -136,7 +137,7 @@ pub(super) async fn deliver(
                 permanent: true,
             })?;
             let mut results = bus
-                .put_events_of(to, vec![event])
+                .put_events(to, vec![event])
                 .await
                 .map_err(|e| Failure::retry(e.to_string()))?;
             results
