@@ -47,12 +47,34 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port nothing listens on, from below the kernel's ephemeral range.
+///
+/// A port the kernel hands out for `bind(0)` comes from the same range as the local
+/// ports of outgoing connections, so between this call and the node's own bind another
+/// test's client could take it. Ports below that range are only ever taken by an
+/// explicit bind; a per-process counter (offset by the pid, for concurrent test
+/// binaries) keeps two nodes of this run from being handed the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = ephemeral_low().max(LOW + 1_000);
+    let span = high - LOW;
+    let offset = std::process::id() * 97;
+    loop {
+        let port = (LOW + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The first port of `net.ipv4.ip_local_port_range` (Linux's default is 32768).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 pub fn http() -> reqwest::Client {
@@ -130,11 +152,30 @@ impl TestNode {
             listen,
             admin_listen,
         };
-        node.spawn(args);
-        node
+        // A port can still be taken by some other program between the check and the
+        // node's bind; start again on fresh ports rather than fail the test.
+        for _ in 0..5 {
+            match node.try_spawn(args) {
+                Ok(()) => return node,
+                Err(log) if log.contains("Address already in use") => {
+                    (node.listen, node.admin_listen) = (free_port(), free_port());
+                    node.gateway = format!("http://127.0.0.1:{}", node.listen);
+                    node.admin = format!("http://127.0.0.1:{}", node.admin_listen);
+                    *node.log.lock().unwrap() = String::new();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("nimbus found no free ports:\n{}", node.log());
     }
 
     fn spawn(&mut self, args: &[&str]) {
+        if let Err(log) = self.try_spawn(args) {
+            panic!("{log}");
+        }
+    }
+
+    fn try_spawn(&mut self, args: &[&str]) -> Result<(), String> {
         let mut child = Command::new(nimbus_bin())
             .args(args)
             .arg("--listen")
@@ -163,17 +204,20 @@ impl TestNode {
             });
         }
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nimbus exited early ({status}):\n{}", self.log());
+                // Let the reader threads take in the last lines before reporting them.
+                std::thread::sleep(Duration::from_millis(100));
+                self.child = None;
+                return Err(format!("nimbus exited early ({status}):\n{}", self.log()));
             }
             if health_ok(self.admin_listen) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
