@@ -75,3 +75,79 @@ pub trait EventBus: Send + Sync + 'static {
     /// replay's id).
     async fn replay(&self, app: &str, from_ms: u64, to_ms: u64) -> DataResult<u64>;
 }
+
+/// Routing-loop protection. Every time an event or message is passed on by the
+/// platform itself — a rule's bus or topic target, a topic subscription, an async
+/// invocation's destination — it carries one more hop, in the CloudEvent
+/// extension [`EXTENSION`] (and a topic message's envelope field `hops`). A hop
+/// past [`MAX`] is refused: a rule that feeds its own bus, or two functions whose
+/// destinations name each other, stop there instead of running forever.
+pub mod hops {
+    use crate::cloudevent::CloudEvent;
+
+    /// The CloudEvent extension attribute that counts hops.
+    pub const EXTENSION: &str = "nimbushops";
+    /// Most hops an event makes; the same depth AWS stops recursive loops at.
+    pub const MAX: u32 = 16;
+
+    /// The hops of an event in structured-mode JSON, or of a topic message's
+    /// envelope (field `hops`); 0 if it has none.
+    pub fn of_json(value: &serde_json::Value) -> u32 {
+        [&value[EXTENSION], &value["hops"]]
+            .into_iter()
+            .find_map(|v| match v {
+                serde_json::Value::String(s) => s.parse().ok(),
+                serde_json::Value::Number(n) => n.as_u64().map(|n| n.min(u32::MAX.into()) as u32),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn of_event(event: &CloudEvent) -> u32 {
+        event
+            .extensions
+            .get(EXTENSION)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The hop count one further on from `hops`, or why not.
+    pub fn next(hops: u32) -> Result<u32, String> {
+        if hops >= MAX {
+            Err(format!(
+                "routing loop: the event has already been passed on {MAX} times \
+                 (bus and topic targets, subscriptions, destinations); not passing it on again"
+            ))
+        } else {
+            Ok(hops + 1)
+        }
+    }
+
+    /// Marks `event` as `hops` hops from where it was first put.
+    pub fn set(event: &mut CloudEvent, hops: u32) {
+        if hops > 0 {
+            event.extensions.insert(EXTENSION.into(), hops.to_string());
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn hops_count_up_to_the_maximum_and_no_further() {
+            let mut event = CloudEvent::new("1", "s", "t");
+            assert_eq!(of_event(&event), 0);
+            let mut hops = 0;
+            while let Ok(next) = next(hops) {
+                hops = next;
+            }
+            assert_eq!(hops, MAX);
+            set(&mut event, hops);
+            assert_eq!(of_json(&event.to_json()), MAX);
+            assert!(next(of_event(&event)).unwrap_err().contains("routing loop"));
+            assert_eq!(of_json(&serde_json::json!({"hops": 3})), 3);
+            assert_eq!(of_json(&serde_json::json!({"nimbushops": 2})), 2);
+        }
+    }
+}

@@ -44,6 +44,10 @@ pub struct Publish {
     /// String or number values; filters match them.
     #[serde(default)]
     pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Times the platform has passed this message on ([`crate::bus::hops`]); not
+    /// part of the API.
+    #[serde(skip)]
+    pub hops: u32,
 }
 
 /// The outcome of one publish.

@@ -73,6 +73,7 @@ async fn publish(api: Api, Path((app, topic)): StorePath, request: Request) -> R
             vec![Publish {
                 message,
                 attributes,
+                hops: 0,
             }],
         )
         .await

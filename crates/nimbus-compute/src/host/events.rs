@@ -35,6 +35,7 @@ impl wit::Host for HostState {
                     .into_iter()
                     .map(|(k, v)| (k, attribute_value(&v)))
                     .collect(),
+                hops: 0,
             };
             let mut results = data
                 .ports

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use nimbus_core::app::{Input, RuleTarget, Sink};
-use nimbus_core::bus::EventBus as _;
+use nimbus_core::bus::{EventBus as _, hops};
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::StoreRef;
 use nimbus_core::queue::SendOptions;
@@ -66,6 +66,14 @@ pub(super) async fn deliver(
     let bus = Bus {
         inner: inner.clone(),
     };
+    let hops = hops::of_json(payload);
+    // Passing it on to a topic or a bus is a hop; a loop ends at the last one.
+    let next_hop = || {
+        hops::next(hops).map_err(|message| Failure {
+            message,
+            permanent: true,
+        })
+    };
     match &target.destination {
         Sink::Queue(queue) => inner
             .queues
@@ -98,6 +106,8 @@ pub(super) async fn deliver(
                     event
                 }
             };
+            let mut event = event;
+            hops::set(&mut event, hops);
             inner
                 .invocations
                 .submit(app, function, event)
@@ -108,6 +118,7 @@ pub(super) async fn deliver(
         Sink::Topic(to) => {
             let publish = Publish {
                 message: text,
+                hops: next_hop()?,
                 ..Publish::default()
             };
             let mut results = bus
@@ -132,10 +143,11 @@ pub(super) async fn deliver(
                 }),
                 None => input,
             };
-            let event = CloudEvent::from_json(&event).map_err(|e| Failure {
+            let mut event = CloudEvent::from_json(&event).map_err(|e| Failure {
                 message: format!("not a CloudEvent: {e}"),
                 permanent: true,
             })?;
+            hops::set(&mut event, next_hop()?);
             let mut results = bus
                 .put_events(to, vec![event])
                 .await

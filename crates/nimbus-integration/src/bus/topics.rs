@@ -63,15 +63,18 @@ impl Bus {
                 }
                 let message_id = random_id();
                 let attributes = json!(m.attributes);
-                let envelope = json!({
+                let mut envelope = json!({
                     "id": message_id,
                     "app": app,
                     "topic": topic,
                     "message": m.message,
                     "attributes": attributes,
                     "time": rfc3339(now),
-                })
-                .to_string();
+                });
+                if m.hops > 0 {
+                    envelope["hops"] = m.hops.into();
+                }
+                let envelope = envelope.to_string();
                 if envelope.len() > limits::MAX_MESSAGE_BYTES {
                     return Err(DataError::TooLarge(format!(
                         "the message is {} bytes with its attributes; at most {} are allowed",

@@ -47,7 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use nimbus_core::app::{App, Destination, Function};
-use nimbus_core::bus::EventBus;
+use nimbus_core::bus::{EventBus, hops};
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, DataResult, StoreRef};
 use nimbus_core::invocation::{AsyncInvoker, Invocation, InvocationStatus};
@@ -592,6 +592,20 @@ impl Inner {
         };
         let condition = record.condition();
         let json = record.to_json();
+        // A destination passes the invoking event on: one hop further (loops of
+        // functions naming each other as destinations stop there).
+        let hops = match hops::next(hops::of_event(event)) {
+            Ok(hops) => hops,
+            Err(loop_error) => {
+                tracing::warn!(
+                    "async invocation `{}` of `{}/{}`: not sending its record to {dest}: {loop_error}",
+                    row.id,
+                    row.app,
+                    row.function
+                );
+                return;
+            }
+        };
         // The record as the CloudEvent a function or a bus receives.
         let record_event = || {
             let ty = if success {
@@ -605,6 +619,7 @@ impl Inner {
                     .with_data("application/json", json.to_string().into_bytes());
             event.subject = Some(row.id.clone());
             event.time = Some(rfc3339(now));
+            hops::set(&mut event, hops);
             event
         };
         let sent = match dest {
@@ -634,6 +649,7 @@ impl Inner {
                     let message = Publish {
                         message: json.to_string(),
                         attributes: [("condition".to_string(), condition.as_str().into())].into(),
+                        hops,
                     };
                     match topics.publish(&row.app, topic, vec![message]).await {
                         Ok(mut r) => r.pop().expect("one result").map(drop),

@@ -380,3 +380,90 @@ targets = [{ queue = "big" }]
             .is_empty()
     );
 }
+
+/// A rule that feeds its own bus, and a loop through a topic, a function and its
+/// destination, each stop after `hops::MAX` passes: the last pass goes to the
+/// dead-letter queue with why, and nothing keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_loops_stop_after_sixteen_hops() {
+    let node = TestNode::serve();
+    let dir = AppDir::new(
+        r#"
+[app]
+name = "shop"
+
+[functions.relay]
+source = "{data}"
+uses = ["kv:seen"]
+retries = 0
+on_success = { bus = "shop" }
+on_failure = { bus = "shop" }
+
+[kv.seen]
+[queues.dead]
+[queues.self-seen]
+[queues.relay-seen]
+
+[topics.echo]
+subscriptions = [{ function = "relay" }]
+
+[bus.rules.self-loop]
+pattern = { type = ["ping"] }
+targets = [{ bus = "shop", dead_letter = "dead" }, { queue = "self-seen" }]
+
+[bus.rules.relay-loop]
+pattern = { type = ["pong", "nimbus.invocation.success", "nimbus.invocation.failure"] }
+targets = [{ topic = "echo", dead_letter = "dead" }, { queue = "relay-seen" }]
+"#,
+    );
+    node.deploy(dir.path());
+    put(&node, "ping", "test", "{}");
+    put(&node, "pong", "test", "{}");
+    let hops = |events: &[Value]| -> Vec<u64> {
+        let mut hops: Vec<u64> = events
+            .iter()
+            .map(|e| e["nimbushops"].as_str().map_or(0, |h| h.parse().unwrap()))
+            .collect();
+        hops.sort();
+        hops
+    };
+    let wait = Duration::from_secs(20);
+    // The self loop: the put and its 16 passes through the bus.
+    let seen = drain(&node, "self-seen", 17, wait).await;
+    assert_eq!(hops(&seen), (0..=16).collect::<Vec<_>>());
+    // Through the topic (odd hops) and the destination (even ones).
+    let seen = drain(&node, "relay-seen", 9, wait).await;
+    assert_eq!(hops(&seen), (0..=16).step_by(2).collect::<Vec<_>>());
+    let dead = drain(&node, "dead", 2, wait).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for record in &dead {
+        assert!(
+            record["error"].as_str().unwrap().contains("routing loop"),
+            "{record}"
+        );
+        assert_eq!(record["event"]["nimbushops"], "16", "{record}");
+    }
+    // Nothing more comes round.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for queue in ["self-seen", "relay-seen", "dead"] {
+        assert!(
+            drain(&node, queue, 1, Duration::from_millis(500))
+                .await
+                .is_empty(),
+            "{queue} got more"
+        );
+    }
+    let rules: Value =
+        serde_json::from_str(&cli_ok(&node, &["events", "rules", "shop", "--json"])).unwrap();
+    assert_eq!(
+        target(&rules, "self-loop", 0)["dead_lettered"],
+        1,
+        "{rules}"
+    );
+    assert_eq!(target(&rules, "self-loop", 0)["delivered"], 16, "{rules}");
+    assert_eq!(
+        target(&rules, "relay-loop", 0)["dead_lettered"],
+        1,
+        "{rules}"
+    );
+}
