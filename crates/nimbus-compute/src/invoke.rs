@@ -82,6 +82,7 @@ impl Runtime {
     fn admit(
         &self,
         target: &Target,
+        request_id: &str,
         kind: &'static str,
     ) -> Result<(Arc<FunctionPool>, OwnedSemaphorePermit), InvokeError> {
         let pool = self
@@ -98,9 +99,16 @@ impl Runtime {
                 kind,
             });
         }
-        let permit = pool.try_acquire().ok_or_else(|| InvokeError::Throttled {
-            function: pool.name.to_string(),
-            limit: pool.config.concurrency,
+        let permit = pool.try_acquire().ok_or_else(|| {
+            tracing::warn!(
+                app = %pool.app, function = %pool.name, request_id,
+                "throttled: {} invocations already running (its concurrency limit)",
+                pool.config.concurrency
+            );
+            InvokeError::Throttled {
+                function: pool.name.to_string(),
+                limit: pool.config.concurrency,
+            }
         })?;
         Ok((pool, permit))
     }
@@ -166,6 +174,13 @@ impl Runtime {
             }
         };
         warm.tag.set_request(request_id);
+        if let Some(took) = warm.cold.take() {
+            tracing::info!(
+                app = %pool.app, function = %pool.name, request_id,
+                "cold start: a new instance in {:.1} ms",
+                took.as_secs_f64() * 1000.0
+            );
+        }
         warm.store.set_epoch_deadline(pool.deadline_ticks);
         Ok(warm)
     }
@@ -179,7 +194,7 @@ impl Invoker for Runtime {
         request_id: &str,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError> {
-        let (pool, permit) = self.admit(target, "HTTP")?;
+        let (pool, permit) = self.admit(target, request_id, "HTTP")?;
         let mut warm = self.checkout(&pool, request_id).await?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources = {
@@ -241,7 +256,7 @@ impl Invoker for Runtime {
         if self.http_only(target) {
             return self.event_over_http(target, request_id, event).await;
         }
-        let (pool, permit) = self.admit(target, "event")?;
+        let (pool, permit) = self.admit(target, request_id, "event")?;
         let mut warm = self.checkout(&pool, request_id).await?;
         let started = Instant::now();
         let event = to_wit(event);
@@ -288,7 +303,7 @@ impl Invoker for Runtime {
             }
             return Ok(failed);
         }
-        let (pool, permit) = self.admit(target, "event")?;
+        let (pool, permit) = self.admit(target, request_id, "event")?;
         let mut warm = self.checkout(&pool, request_id).await?;
         let started = Instant::now();
         let events: Vec<_> = events.into_iter().map(to_wit).collect();

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 use crate::compile::{Compiled, ComponentKind};
 use crate::engine::ticks_for;
 use crate::event::{EventFunction, EventFunctionIndices};
-use crate::host::{DataPorts, HostState, LogTag};
+use crate::host::{DataPorts, HostState, LineBudget, LogTag};
 
 pub struct FunctionPool {
     pub app: Arc<str>,
@@ -38,6 +38,8 @@ pub struct FunctionPool {
     permits: Arc<Semaphore>,
     pub stats: Arc<Stats>,
     pub deadline_ticks: u64,
+    /// Output lines per second, shared by the instances.
+    budget: Arc<LineBudget>,
 }
 
 /// An instantiated function, ready for one request.
@@ -46,6 +48,9 @@ pub struct Warm {
     pub proxy: Option<Proxy>,
     pub event: Option<EventFunction>,
     pub tag: LogTag,
+    /// How long instantiating took, if this instance is new (a cold start);
+    /// taken by the first invocation.
+    pub cold: Option<Duration>,
     uses: u64,
     last_used: Instant,
     stats: Arc<Stats>,
@@ -101,6 +106,7 @@ impl FunctionPool {
         config: Function,
         compiled: &Compiled,
         ports: DataPorts,
+        lines_per_second: u32,
     ) -> wasmtime::Result<Self> {
         let pre = linker
             .instantiate_pre(&compiled.component)
@@ -132,6 +138,7 @@ impl FunctionPool {
             permits: Arc::new(Semaphore::new(config.concurrency as usize)),
             stats: Arc::new(Stats::default()),
             deadline_ticks: ticks_for(config.timeout),
+            budget: LineBudget::new(lines_per_second),
             grants: config.uses.clone().into(),
             ports,
             config,
@@ -154,14 +161,15 @@ impl FunctionPool {
             return Ok(warm);
         }
         let started = Instant::now();
-        let warm = self.instantiate().await?;
+        let mut warm = self.instantiate().await?;
         self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
         self.stats.record_cold(started.elapsed());
+        warm.cold = Some(started.elapsed());
         Ok(warm)
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let tag = LogTag::new(self.app.clone(), self.name.clone());
+        let tag = LogTag::new(self.app.clone(), self.name.clone(), self.budget.clone());
         let state = HostState::new(
             &self.app,
             &self.config,
@@ -188,6 +196,7 @@ impl FunctionPool {
             proxy,
             event,
             tag,
+            cold: None,
             uses: 0,
             last_used: Instant::now(),
             stats: self.stats.clone(),
@@ -199,6 +208,7 @@ impl FunctionPool {
     pub fn finish(&self, mut warm: Warm, outcome: &Outcome, request_id: &str, elapsed: Duration) {
         self.stats.invocations.fetch_add(1, Ordering::Relaxed);
         self.stats.record(elapsed);
+        warm.tag.report_dropped();
         match outcome {
             Outcome::Ok => {
                 warm.uses += 1;

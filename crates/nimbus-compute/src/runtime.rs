@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The largest `memory_mb` any function may use.
     pub max_memory_mb: u64,
+    /// Lines of output per second each function may write (0: no limit).
+    pub log_lines_per_second: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -31,6 +33,7 @@ impl Default for RuntimeConfig {
         Self {
             max_instances: 1000,
             max_memory_mb: nimbus_core::manifest::defaults::MAX_MEMORY_MB,
+            log_lines_per_second: 1000,
         }
     }
 }
@@ -54,6 +57,7 @@ pub struct Runtime {
     compiler: Compiler,
     data: DataPorts,
     apps: RwLock<HashMap<String, Deployed>>,
+    log_lines_per_second: u32,
     _ticker: EpochTicker,
 }
 
@@ -84,6 +88,7 @@ impl Runtime {
             linker,
             data,
             apps: RwLock::new(HashMap::new()),
+            log_lines_per_second: config.log_lines_per_second,
         });
         let weak = Arc::downgrade(&runtime);
         tokio::spawn(async move {
@@ -147,6 +152,7 @@ impl Runtime {
                         config.clone(),
                         &report.compiled,
                         self.data.clone(),
+                        self.log_lines_per_second,
                     )?;
                     let pool = Arc::new(pool);
                     pool.fill_min()

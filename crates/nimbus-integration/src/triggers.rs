@@ -373,8 +373,9 @@ async fn deliver(poll: &Poll, queue: StoreRef<'_>, batch: Vec<Message>) {
         Ok(failed) => failed,
         Err(err) => {
             tracing::warn!(
-                app = %poll.target.app, trigger = %poll.trigger.name, request_id,
-                "batch of {} failed: {err}", batch.len()
+                app = %poll.target.app, function = %poll.target.function, request_id,
+                "trigger `{}`: batch of {} failed: {err}; the messages return to queue `{}`",
+                poll.trigger.name, batch.len(), poll.trigger.queue
             );
             if err.is_retryable() {
                 // Throttled: back off so the messages are not burned through
@@ -387,6 +388,13 @@ async fn deliver(poll: &Poll, queue: StoreRef<'_>, batch: Vec<Message>) {
     poll.stats
         .failed
         .fetch_add(failed.len() as u64, Ordering::Relaxed);
+    if !failed.is_empty() && failed.len() < batch.len() {
+        tracing::warn!(
+            app = %poll.target.app, function = %poll.target.function, request_id,
+            "trigger `{}`: {} of {} messages failed; they return to queue `{}`",
+            poll.trigger.name, failed.len(), batch.len(), poll.trigger.queue
+        );
+    }
     let done: Vec<String> = batch
         .into_iter()
         .filter(|m| !failed.contains(&m.message_id))

@@ -33,7 +33,12 @@ struct AdminState {
 }
 
 /// The admin API's routes.
-pub fn router(control: Arc<Control>, token: String, data: crate::DataApi) -> axum::Router {
+pub fn router(
+    control: Arc<Control>,
+    token: String,
+    data: crate::DataApi,
+    logs: Arc<crate::logs::LogStore>,
+) -> axum::Router {
     let state = AdminState {
         control,
         token: token.into(),
@@ -62,6 +67,7 @@ pub fn router(control: Arc<Control>, token: String, data: crate::DataApi) -> axu
             post(switch_trigger),
         )
         .merge(crate::data_api::routes(data))
+        .merge(crate::logs::api::routes(logs))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     axum::Router::new()
         .route("/v1/health", get(|| async { "ok" }))

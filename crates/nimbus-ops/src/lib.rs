@@ -1,6 +1,7 @@
 //! Management & Ops: the admin API (`/v1/`, bearer token) with the data API
 //! (`/v1/apps/{app}/kv|docs|buckets/…`), the app registry
-//! (deployments stored durably in the node's database) and node status.
+//! (deployments stored durably in the node's database), node status, and the
+//! function logs ([`logs`]).
 //!
 //! Ops decides *what* runs (validated manifests and component digests); it asks
 //! the node, through the [`Platform`] trait, to make it run.
@@ -9,6 +10,7 @@ mod admin;
 mod control;
 pub mod data_api;
 mod events_api;
+pub mod logs;
 mod queue_api;
 mod registry;
 mod token;

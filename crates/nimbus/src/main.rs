@@ -6,6 +6,7 @@ mod commands;
 mod data_cli;
 mod events_cli;
 mod loader;
+mod logs_cli;
 mod node;
 mod topic_cli;
 
@@ -87,6 +88,14 @@ enum Command {
     },
     /// Show apps, functions, routes, instances, invocations, cold starts and latency.
     Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// An app's (or one function's) log: output and platform records, filtered,
+    /// followed with `-f`.
+    Logs {
+        #[command(flatten)]
+        args: logs_cli::LogsArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -191,6 +200,20 @@ struct NodeArgs {
     /// `crash` (a crash or kill -9 of the node, not of the machine; faster writes).
     #[arg(long, value_enum, default_value_t = DurabilityArg::PowerLoss, env = "NIMBUS_DURABILITY")]
     durability: DurabilityArg,
+    /// How long function logs are kept (`nimbus logs`).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    log_retention: std::time::Duration,
+    /// Most bytes the function logs take on disk; the oldest records go first.
+    #[arg(long, default_value_t = 256 << 20)]
+    log_max_bytes: u64,
+    /// Lines of output per second each function may write; the rest are counted
+    /// in a "dropped N lines" record (0: no limit).
+    #[arg(long, default_value_t = 1000)]
+    log_rate: u32,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    nimbus_core::duration::parse(text)
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -232,16 +255,26 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+/// The node's log: `NIMBUS_LOG` (default `info`) filters what reaches stderr;
+/// the function logs (`nimbus logs`) take every app's record at info and above,
+/// whatever stderr shows. Returns the handle the node attaches its log store to.
+fn init_logging() -> nimbus_ops::logs::capture::Capture {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, filter::LevelFilter};
     let filter = EnvFilter::try_from_env("NIMBUS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let capture = nimbus_ops::logs::capture::Capture::new();
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
+        .with(capture.layer().with_filter(LevelFilter::INFO))
         .init();
+    capture
 }
 
 fn main() -> ExitCode {
@@ -264,12 +297,12 @@ fn main() -> ExitCode {
                 yes,
                 node,
             } => {
-                init_logging();
-                commands::up(&dir, no_build, yes, node.into_config(None)).await
+                let capture = init_logging();
+                commands::up(&dir, no_build, yes, node.into_config(None, capture)).await
             }
             Command::Serve { default_app, node } => {
-                init_logging();
-                commands::serve(node.into_config(default_app)).await
+                let capture = init_logging();
+                commands::serve(node.into_config(default_app, capture)).await
             }
             Command::Deploy {
                 dir,
@@ -287,6 +320,9 @@ fn main() -> ExitCode {
                 commands::invocation(&client.connect()?, &id, wait, client.json).await
             }
             Command::Status { client } => commands::status(&client.connect()?, client.json).await,
+            Command::Logs { args, client } => {
+                logs_cli::logs(&client.connect()?, args, client.json).await
+            }
             Command::Kv { command, client } => {
                 data_cli::kv(&client.connect()?, command, client.json).await
             }
@@ -331,8 +367,18 @@ fn main() -> ExitCode {
 }
 
 impl NodeArgs {
-    fn into_config(self, default_app: Option<String>) -> node::NodeConfig {
+    fn into_config(
+        self,
+        default_app: Option<String>,
+        capture: nimbus_ops::logs::capture::Capture,
+    ) -> node::NodeConfig {
         node::NodeConfig {
+            logs: nimbus_ops::logs::LogConfig {
+                retention: self.log_retention,
+                max_bytes: self.log_max_bytes,
+            },
+            log_rate: self.log_rate,
+            capture,
             listen: self.listen,
             admin_listen: self.admin_listen,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),

@@ -31,6 +31,12 @@ pub struct NodeConfig {
     pub default_app: Option<String>,
     pub max_instances: u32,
     pub durability: Durability,
+    /// Retention of the function logs.
+    pub logs: nimbus_ops::logs::LogConfig,
+    /// Lines of output per second per function (0: no limit).
+    pub log_rate: u32,
+    /// The `tracing` layer's handle, to attach the log store to.
+    pub capture: nimbus_ops::logs::capture::Capture,
 }
 
 /// The layers, as ops sees them.
@@ -151,6 +157,7 @@ pub struct Node {
     gateway: Arc<Gateway>,
     token: String,
     data_api: DataApi,
+    logs: Arc<nimbus_ops::logs::LogStore>,
 }
 
 impl Node {
@@ -169,6 +176,9 @@ impl Node {
         let admin_addr = admin_listener.local_addr()?;
         let token = nimbus_ops::load_or_create_token(&config.data_dir)
             .context("cannot create the admin token")?;
+        let logs = nimbus_ops::logs::LogStore::open(&config.data_dir, config.logs)
+            .map_err(|e| anyhow::anyhow!("cannot open the log store: {e}"))?;
+        config.capture.attach(logs.clone());
         let db = Database::open_with(&config.data_dir, config.durability)?;
         let data = DataService::open(db.clone(), &config.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot open the data stores: {e}"))?;
@@ -202,6 +212,7 @@ impl Node {
         let runtime = Runtime::new(
             RuntimeConfig {
                 max_instances: config.max_instances,
+                log_lines_per_second: config.log_rate,
                 ..RuntimeConfig::default()
             },
             Arc::new(cache),
@@ -331,12 +342,18 @@ impl Node {
             gateway,
             token,
             data_api,
+            logs,
         })
     }
 
     /// Serves until `shutdown` flips to true, then drains in-flight requests.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let router = nimbus_ops::router(self.control.clone(), self.token.clone(), self.data_api);
+        let router = nimbus_ops::router(
+            self.control.clone(),
+            self.token.clone(),
+            self.data_api,
+            self.logs,
+        );
         let mut admin_shutdown = shutdown.clone();
         let admin = tokio::spawn(nimbus_ops::serve(self.admin_listener, router, async move {
             let _ = admin_shutdown.wait_for(|stop| *stop).await;

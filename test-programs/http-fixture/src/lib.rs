@@ -81,8 +81,17 @@ impl wasi::exports::http::incoming_handler::Guest for Fixture {
                 respond(out, 200, value.as_bytes());
             }
             "log" => {
-                println!("hello from the guest's stdout");
-                eprintln!("and from its stderr");
+                // `?n=N&text=T`: N lines `T 0` … `T N-1` on stdout.
+                let n: usize = query(&full, "n").and_then(|v| v.parse().ok()).unwrap_or(0);
+                if n == 0 {
+                    println!("hello from the guest's stdout");
+                    eprintln!("and from its stderr");
+                } else {
+                    let text = query(&full, "text").unwrap_or_else(|| "line".into());
+                    for i in 0..n {
+                        println!("{text} {i}");
+                    }
+                }
                 respond(out, 200, b"logged");
             }
             "count" => {

@@ -20,7 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use data::{DataCtx, DataPorts};
 use log::GuestLog;
-pub use log::LogTag;
+pub use log::{LineBudget, LogTag};
 use outbound::Outbound;
 
 pub struct HostState {

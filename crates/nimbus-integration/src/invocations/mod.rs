@@ -493,6 +493,15 @@ impl Inner {
         } else {
             Condition::RetriesExhausted
         };
+        let to = match &function.on_failure {
+            Some(dest) => format!("; its record goes to {dest}"),
+            None => String::new(),
+        };
+        tracing::warn!(
+            app = %row.app, function = %row.function, request_id = %row.id,
+            "gave up after {attempts} attempt(s) ({}): {message}{to}",
+            condition.as_str()
+        );
         let function_error = match error {
             InvokeError::Handler(_) => Some("Handled"),
             InvokeError::Failed { .. } | InvokeError::Timeout { .. } => Some("Unhandled"),
@@ -524,6 +533,12 @@ impl Inner {
         error: &str,
         delay: u64,
     ) -> DataResult<()> {
+        tracing::warn!(
+            app = %row.app, function = %row.function, request_id = %row.id,
+            "attempt {} failed: {error}; retrying in {:.1} s",
+            attempts.max(1),
+            delay as f64 / 1000.0
+        );
         let (id, error) = (row.id.clone(), error.to_string());
         let requeued = self
             .write(move |conn, now| {

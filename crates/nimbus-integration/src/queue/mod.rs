@@ -253,9 +253,16 @@ impl Queues {
                 }
             }
             let mut wake = Vec::new();
-            if let Some((dlq, _)) = &dead_letter
+            if let Some((dlq, receives)) = &dead_letter
                 && !dead.is_empty()
             {
+                tracing::warn!(
+                    app = %queue.app,
+                    "queue `{}`: moved {} message(s) received {receives} times to the dead-letter queue `{}`",
+                    queue.name,
+                    dead.len(),
+                    dlq.name
+                );
                 for id in &dead {
                     sql(store::move_to_dead_letter(conn, *id, dlq.id, queue.id, now))?;
                 }

@@ -9,6 +9,7 @@ mod events;
 mod gateway;
 mod hello_example;
 mod limits;
+mod logs;
 mod manifest_errors;
 mod queues;
 mod schedules;

@@ -4,11 +4,11 @@
 //! time zone failing the deploy.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{AppDir, TestNode, text};
+use crate::support::{AppDir, TestNode, now_ms, text};
 
 const APP: &str = r#"
 [app]
@@ -77,13 +77,6 @@ fn slot(event: &Value) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,6 +77,14 @@ fn ephemeral_low() -> u32 {
         .unwrap_or(32_768)
 }
 
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
