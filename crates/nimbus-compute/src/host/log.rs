@@ -151,6 +151,7 @@ impl StdoutStream for GuestLog {
             tag: self.tag.clone(),
             stream: self.stream,
             pending: Vec::new(),
+            cut: false,
         })
     }
 }
@@ -161,6 +162,9 @@ struct LineWriter {
     tag: LogTag,
     stream: &'static str,
     pending: Vec<u8>,
+    /// A flush emitted a partial line: a newline that comes next ends that
+    /// line, not an empty one (unbuffered stderr writes text and `\n` apart).
+    cut: bool,
 }
 
 const MAX_LINE: usize = 16 * 1024;
@@ -189,6 +193,7 @@ impl LineWriter {
             self.emit(&line);
         }
         if (all || self.pending.len() > MAX_LINE) && !self.pending.is_empty() {
+            self.cut = true;
             let line = std::mem::take(&mut self.pending);
             self.emit(&line);
         }
@@ -201,9 +206,19 @@ impl AsyncWrite for LineWriter {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        let mut buf = buf;
+        if std::mem::take(&mut self.cut)
+            && self.pending.is_empty()
+            && let Some(rest) = buf
+                .strip_prefix(b"\r\n")
+                .or_else(|| buf.strip_prefix(b"\n"))
+        {
+            buf = rest;
+        }
         self.pending.extend_from_slice(buf);
         self.flush_lines(false);
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(len))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -76,8 +76,17 @@ fn wait_for(node: &TestNode, args: &[&str], needle: &str) -> Vec<Value> {
     }
 }
 
-async fn get(node: &TestNode, path: &str) -> reqwest::Response {
-    http().get(node.url(path)).send().await.unwrap()
+/// GET `path` and read the whole answer (a guest whose answer is dropped unread
+/// traps on its next write, which would show in its logs); status and request id.
+async fn get(node: &TestNode, path: &str) -> (u16, String) {
+    let response = http().get(node.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    response.text().await.unwrap();
+    (status, id)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,26 +94,28 @@ async fn output_and_platform_records_with_each_filter_the_cursor_and_follow() {
     let node = TestNode::serve();
     let dir = AppDir::new(APP);
     node.deploy(dir.path());
-    let first = get(&node, "/api/log").await;
-    assert_eq!(first.status(), 200);
-    let id = first.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(get(&node, "/other/log").await.status(), 200);
-    assert_eq!(get(&node, "/slow/loop").await.status(), 504);
+    let (status, id) = get(&node, "/api/log").await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&node, "/other/log").await.0, 200);
+    assert_eq!(get(&node, "/slow/loop").await.0, 504);
     // One slow request in flight: a second one is throttled.
     let busy = tokio::spawn({
         let url = node.url("/slow/sleep?ms=150");
-        async move { http().get(url).send().await.unwrap().status() }
+        async move {
+            let response = http().get(url).send().await.unwrap();
+            let status = response.status();
+            response.text().await.unwrap();
+            status
+        }
     });
     node.wait_busy("shop", "slow", 1).await;
-    assert_eq!(get(&node, "/slow/sleep?ms=1").await.status(), 429);
+    assert_eq!(get(&node, "/slow/sleep?ms=1").await.0, 429);
     assert_eq!(busy.await.unwrap(), 200);
 
     let all = wait_for(&node, &["shop"], "throttled");
     let api = logs(&node, &["shop/api"]);
     assert!(api.iter().all(|r| r["function"] == "api"), "{api:#?}");
+    assert_eq!(api.len(), 3, "cold start, stdout, stderr: {api:#?}");
     let stdout = api
         .iter()
         .find(|r| r["message"] == "hello from the guest's stdout")
@@ -168,9 +179,9 @@ async fn output_and_platform_records_with_each_filter_the_cursor_and_follow() {
     // `--since`: only what came after.
     let before = now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(get(&node, "/other/log?n=2&text=later").await.status(), 200);
+    assert_eq!(get(&node, "/other/log?n=2&text=later").await.0, 200);
     let later = wait_for(&node, &["shop", "--since", &before.to_string()], "later 1");
-    assert_eq!(messages(&later), ["later 0", "later 1"]);
+    assert_eq!(messages(&later), ["later 0", "later 1"], "{later:#?}");
     let recent = logs(&node, &["shop", "--since", "1h"]);
     assert_eq!(recent.len(), all.len() + 2, "{recent:#?}");
 
@@ -234,7 +245,7 @@ async fn output_and_platform_records_with_each_filter_the_cursor_and_follow() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(&node, "/api/log?n=1&text=followed").await.status(), 200);
+    assert_eq!(get(&node, "/api/log?n=1&text=followed").await.0, 200);
     let line = seen
         .recv_timeout(Duration::from_secs(10))
         .expect("-f printed nothing");
@@ -252,8 +263,8 @@ async fn a_flooding_function_is_capped_while_another_still_logs() {
     let node = TestNode::start_in(tmp.path(), &["serve", "--log-rate", "100"]);
     let dir = AppDir::new(APP);
     node.deploy(dir.path());
-    assert_eq!(get(&node, "/api/log?n=5000&text=flood").await.status(), 200);
-    assert_eq!(get(&node, "/other/log?n=3&text=calm").await.status(), 200);
+    assert_eq!(get(&node, "/api/log?n=5000&text=flood").await.0, 200);
+    assert_eq!(get(&node, "/other/log?n=3&text=calm").await.0, 200);
     // At most one report a second while the flood lasts, the rest at its end
     // (which may come just after the response).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -299,7 +310,7 @@ async fn records_outlive_a_restart_and_are_trimmed_after_the_retention() {
     let mut node = TestNode::start_in(tmp.path(), &args);
     let dir = AppDir::new(APP);
     node.deploy(dir.path());
-    assert_eq!(get(&node, "/api/log?n=1&text=ancient").await.status(), 200);
+    assert_eq!(get(&node, "/api/log?n=1&text=ancient").await.0, 200);
     wait_for(&node, &["shop"], "ancient 0");
     node.restart(&args);
     assert_eq!(
@@ -307,7 +318,7 @@ async fn records_outlive_a_restart_and_are_trimmed_after_the_retention() {
         ["ancient 0"]
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(get(&node, "/api/log?n=1&text=fresh").await.status(), 200);
+    assert_eq!(get(&node, "/api/log?n=1&text=fresh").await.0, 200);
     wait_for(&node, &["shop"], "fresh 0");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !logs(&node, &["shop", "--grep", "ancient"]).is_empty() {
