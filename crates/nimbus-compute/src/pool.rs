@@ -162,9 +162,10 @@ impl FunctionPool {
         }
         let started = Instant::now();
         let mut warm = self.instantiate().await?;
+        let took = started.elapsed();
         self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
-        self.stats.record_cold(started.elapsed());
-        warm.cold = Some(started.elapsed());
+        self.stats.record_cold(took);
+        warm.cold = Some(took);
         Ok(warm)
     }
 

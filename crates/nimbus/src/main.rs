@@ -201,7 +201,7 @@ struct NodeArgs {
     #[arg(long, value_enum, default_value_t = DurabilityArg::PowerLoss, env = "NIMBUS_DURABILITY")]
     durability: DurabilityArg,
     /// How long function logs are kept (`nimbus logs`).
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = nimbus_core::duration::parse)]
     log_retention: std::time::Duration,
     /// Most bytes the function logs take on disk; the oldest records go first.
     #[arg(long, default_value_t = 256 << 20)]
@@ -210,10 +210,6 @@ struct NodeArgs {
     /// in a "dropped N lines" record (0: no limit).
     #[arg(long, default_value_t = 1000)]
     log_rate: u32,
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    nimbus_core::duration::parse(text)
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]

@@ -83,8 +83,9 @@ fn insert(conn: &mut Connection, records: &[LogRecord]) -> Result<u64, LogError>
             ])?;
         }
     }
+    let last = tx.last_insert_rowid();
     tx.commit()?;
-    last_seq(conn)
+    Ok(last as u64)
 }
 
 /// Deletes records older than the retention, then the oldest ones while the
