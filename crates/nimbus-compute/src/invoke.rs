@@ -99,6 +99,9 @@ impl Runtime {
                 kind,
             });
         }
+        if let Some(quota) = pool.app_meter.over_quota() {
+            return Err(quota.into());
+        }
         let permit = pool.try_acquire().ok_or_else(|| {
             tracing::warn!(
                 app = %pool.app, function = %pool.name, request_id,

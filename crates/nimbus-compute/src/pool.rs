@@ -1,5 +1,6 @@
 //! A function's instances: its `InstancePre`, the warm instances waiting for a
-//! request, the concurrency permits, and the counters `nimbus status` shows.
+//! request, the concurrency permits, and the figures `nimbus status` shows; it
+//! books each invocation in the function's meter.
 //!
 //! An instance serves one request at a time. After a clean request it goes back
 //! to the pool (unless `reuse = false` or it served `max_reuse` requests); after a
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nimbus_core::api::FunctionStatus;
 use nimbus_core::app::{Function, Grant};
+use nimbus_core::meter::{AppMeters, Ended, FunctionMeter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::error::Context as _;
@@ -37,6 +39,9 @@ pub struct FunctionPool {
     idle: Mutex<Vec<Warm>>,
     permits: Arc<Semaphore>,
     pub stats: Arc<Stats>,
+    /// The app's and this function's meters (kept across deploys, by name).
+    pub app_meter: Arc<AppMeters>,
+    pub meter: Arc<FunctionMeter>,
     pub deadline_ticks: u64,
     /// Output lines per second, shared by the instances.
     budget: Arc<LineBudget>,
@@ -98,15 +103,22 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What the pools of one app share: its name, the data ports, the output
+/// budget per function and the app's meters.
+pub struct AppContext<'a> {
+    pub app: &'a str,
+    pub ports: &'a DataPorts,
+    pub lines_per_second: u32,
+    pub meters: &'a Arc<AppMeters>,
+}
+
 impl FunctionPool {
     pub fn new(
         engine: &Engine,
         linker: &Linker<HostState>,
-        app: &str,
+        cx: &AppContext<'_>,
         config: Function,
         compiled: &Compiled,
-        ports: DataPorts,
-        lines_per_second: u32,
     ) -> wasmtime::Result<Self> {
         let pre = linker
             .instantiate_pre(&compiled.component)
@@ -127,7 +139,7 @@ impl FunctionPool {
             .then(|| EventFunctionIndices::new(&pre))
             .transpose()?;
         Ok(Self {
-            app: app.into(),
+            app: cx.app.into(),
             name: config.name.as_str().into(),
             kind: compiled.kind,
             engine: engine.clone(),
@@ -137,10 +149,12 @@ impl FunctionPool {
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(config.concurrency as usize)),
             stats: Arc::new(Stats::default()),
+            meter: cx.meters.function(&config.name),
+            app_meter: cx.meters.clone(),
             deadline_ticks: ticks_for(config.timeout),
-            budget: LineBudget::new(lines_per_second),
+            budget: LineBudget::new(cx.lines_per_second),
             grants: config.uses.clone().into(),
-            ports,
+            ports: cx.ports.clone(),
             config,
         })
     }
@@ -149,7 +163,7 @@ impl FunctionPool {
     pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.permits.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            self.stats.throttles.fetch_add(1, Ordering::Relaxed);
+            self.meter.throttles.fetch_add(1, Ordering::Relaxed);
         }
         permit
     }
@@ -163,7 +177,7 @@ impl FunctionPool {
         let started = Instant::now();
         let mut warm = self.instantiate().await?;
         let took = started.elapsed();
-        self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+        self.meter.cold_starts.fetch_add(1, Ordering::Relaxed);
         self.stats.record_cold(took);
         warm.cold = Some(took);
         Ok(warm)
@@ -207,7 +221,13 @@ impl FunctionPool {
     /// Books an invocation's end and returns the instance to the pool if it may
     /// serve again.
     pub fn finish(&self, mut warm: Warm, outcome: &Outcome, request_id: &str, elapsed: Duration) {
-        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+        let ended = match outcome {
+            Outcome::Ok => Ended::Ok,
+            Outcome::Timeout => Ended::Timeout,
+            Outcome::Failed(_) => Ended::Error,
+        };
+        self.meter
+            .record(&self.app_meter, elapsed, self.config.memory_mb, ended);
         self.stats.record(elapsed);
         warm.tag.report_dropped();
         match outcome {
@@ -219,7 +239,6 @@ impl FunctionPool {
                 }
             }
             Outcome::Timeout => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     app = %self.app, function = %self.name, request_id,
                     "invocation timed out after {}ms; instance discarded",
@@ -227,7 +246,6 @@ impl FunctionPool {
                 );
             }
             Outcome::Failed(message) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     app = %self.app, function = %self.name, request_id,
                     "invocation failed; instance discarded: {message}"
@@ -292,16 +310,17 @@ impl FunctionPool {
         let busy = self.config.concurrency as u64 - self.permits.available_permits() as u64;
         let (p50, p99) = s.durations.lock().unwrap().percentiles();
         let (cold50, _) = s.cold.lock().unwrap().percentiles();
+        let counts = self.meter.snapshot();
         FunctionStatus {
             name: self.name.to_string(),
             kind: self.kind.to_string(),
             digest: self.config.digest.clone(),
             live_instances: s.live.load(Ordering::Relaxed),
             busy_instances: busy,
-            invocations: s.invocations.load(Ordering::Relaxed),
-            errors: s.errors.load(Ordering::Relaxed),
-            throttles: s.throttles.load(Ordering::Relaxed),
-            cold_starts: s.cold_starts.load(Ordering::Relaxed),
+            invocations: counts.invocations,
+            errors: counts.errors,
+            throttles: counts.throttles,
+            cold_starts: counts.cold_starts,
             p50_ms: p50,
             p99_ms: p99,
             cold_start_p50_ms: cold50,
@@ -309,14 +328,11 @@ impl FunctionPool {
     }
 }
 
-/// Counters and recent durations of one function.
+/// Live instances and recent durations of one function's pool (its counters
+/// are in its [`FunctionMeter`]).
 #[derive(Default)]
 pub struct Stats {
     pub live: AtomicU64,
-    pub invocations: AtomicU64,
-    pub errors: AtomicU64,
-    pub throttles: AtomicU64,
-    pub cold_starts: AtomicU64,
     durations: Mutex<Recent>,
     cold: Mutex<Recent>,
 }

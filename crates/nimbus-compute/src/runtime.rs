@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nimbus_core::api::FunctionStatus;
 use nimbus_core::app::App;
+use nimbus_core::meter::Meters;
 use nimbus_core::ports::ArtifactCache;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -15,7 +16,7 @@ use wasmtime::error::Context as _;
 use crate::compile::{Compiler, ComponentKind};
 use crate::engine::{EpochTicker, new_engine};
 use crate::host::{DataPorts, HostState, add_data_to_linker};
-use crate::pool::FunctionPool;
+use crate::pool::{AppContext, FunctionPool};
 
 /// Node-wide compute settings.
 #[derive(Debug, Clone)]
@@ -58,6 +59,7 @@ pub struct Runtime {
     data: DataPorts,
     apps: RwLock<HashMap<String, Deployed>>,
     log_lines_per_second: u32,
+    meters: Arc<Meters>,
     _ticker: EpochTicker,
 }
 
@@ -75,6 +77,7 @@ impl Runtime {
         config: RuntimeConfig,
         cache: Arc<dyn ArtifactCache>,
         data: DataPorts,
+        meters: Arc<Meters>,
     ) -> wasmtime::Result<Arc<Self>> {
         let engine = new_engine(config.max_instances, config.max_memory_mb)?;
         let mut linker = Linker::new(&engine);
@@ -89,6 +92,7 @@ impl Runtime {
             data,
             apps: RwLock::new(HashMap::new()),
             log_lines_per_second: config.log_lines_per_second,
+            meters,
         });
         let weak = Arc::downgrade(&runtime);
         tokio::spawn(async move {
@@ -132,6 +136,7 @@ impl Runtime {
         bytes: &(dyn Fn(&str) -> wasmtime::Result<Vec<u8>> + Sync),
     ) -> wasmtime::Result<()> {
         let current = self.current(&app.name);
+        let app_meter = self.meters.app(&app.name);
         let mut functions = HashMap::new();
         for (name, config) in &app.functions {
             let unchanged = current
@@ -145,14 +150,18 @@ impl Runtime {
                         .compiler
                         .get(&config.digest, || bytes(&config.digest))
                         .with_context(|| format!("function `{name}`"))?;
+                    let cx = AppContext {
+                        app: &app.name,
+                        ports: &self.data,
+                        lines_per_second: self.log_lines_per_second,
+                        meters: &app_meter,
+                    };
                     let pool = FunctionPool::new(
                         &self.engine,
                         &self.linker,
-                        &app.name,
+                        &cx,
                         config.clone(),
                         &report.compiled,
-                        self.data.clone(),
-                        self.log_lines_per_second,
                     )?;
                     let pool = Arc::new(pool);
                     pool.fill_min()

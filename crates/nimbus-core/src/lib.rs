@@ -14,6 +14,7 @@ pub mod data;
 pub mod duration;
 pub mod invocation;
 pub mod manifest;
+pub mod meter;
 pub mod pattern;
 pub mod plan;
 pub mod ports;

@@ -48,6 +48,9 @@ pub enum InvokeError {
     /// An event handler returned an error of its own.
     #[error("{0}")]
     Handler(String),
+    /// The app is over one of its quotas; new work waits until it is not.
+    #[error("{0}")]
+    Quota(#[from] crate::meter::QuotaExceeded),
 }
 
 impl InvokeError {
@@ -57,6 +60,7 @@ impl InvokeError {
         match self {
             Self::NotFound(_) => (S::NOT_FOUND, "not_found"),
             Self::Throttled { .. } => (S::TOO_MANY_REQUESTS, "throttled"),
+            Self::Quota(_) => (S::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::AtCapacity(_) => (S::SERVICE_UNAVAILABLE, "at_capacity"),
             Self::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
             Self::Handler(_) => (S::UNPROCESSABLE_ENTITY, "handler_error"),
@@ -66,9 +70,22 @@ impl InvokeError {
         }
     }
 
-    /// Whether the same call may succeed shortly (answered with `Retry-After`).
+    /// The `Retry-After` seconds a retryable failure is answered with: a quota
+    /// lifts at the earliest when the day's usage is recounted.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Quota(_) => Some("60"),
+            e if e.is_retryable() => Some("1"),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later (answered with `Retry-After`).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Throttled { .. } | Self::AtCapacity(_))
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::AtCapacity(_) | Self::Quota(_)
+        )
     }
 }
 

@@ -13,9 +13,10 @@ use nimbus_core::app::App;
 use nimbus_core::data::{
     BlobStore, DataError, SIGNED_PREFIX, SignedObject, StoreRef, UrlSigner, serve_object,
 };
+use nimbus_core::meter::Meters;
 use nimbus_core::ports::{Body, BoxError, InvokeError, Invoker};
 
-use crate::body::LimitedBody;
+use crate::body::{CountedBody, LimitedBody};
 use crate::routes::{AppRoutes, Match, Table};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,6 +47,7 @@ pub struct ObjectAccess {
 
 pub struct Gateway {
     invoker: Arc<dyn Invoker>,
+    meters: Arc<Meters>,
     objects: Option<ObjectAccess>,
     table: ArcSwap<Table>,
     config: GatewayConfig,
@@ -56,6 +58,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         invoker: Arc<dyn Invoker>,
+        meters: Arc<Meters>,
         objects: Option<ObjectAccess>,
         config: GatewayConfig,
     ) -> Arc<Self> {
@@ -67,6 +70,7 @@ impl Gateway {
         };
         Arc::new(Self {
             invoker,
+            meters,
             objects,
             table: ArcSwap::from_pointee(table),
             config,
@@ -83,7 +87,7 @@ impl Gateway {
 
     /// Serves `deployment` of `app` from now on (an atomic swap).
     pub fn set_app(&self, app: &App, deployment: u64) {
-        let routes = Arc::new(AppRoutes::new(app, deployment));
+        let routes = Arc::new(AppRoutes::new(app, deployment, self.meters.app(&app.name)));
         let hosts = app.all_hosts();
         self.table.rcu(|old| {
             let mut table = old.without(&app.name);
@@ -142,6 +146,25 @@ impl Gateway {
             };
             return error(StatusCode::NOT_FOUND, "not_found", &message);
         };
+        let meters = app.meters.clone();
+        meters.requests.fetch_add(1, Ordering::Relaxed);
+        self.serve_app(app, request, request_id, id_header)
+            .await
+            .map(|body| CountedBody::new(body, meters).boxed_unsync())
+    }
+
+    /// Serves a request that selected `app`: a public object or a route.
+    async fn serve_app<B>(
+        &self,
+        app: &AppRoutes,
+        request: Request<B>,
+        request_id: &str,
+        id_header: &HeaderValue,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         if let Some((bucket, key)) = app.public_object(request.method(), request.uri().path())
             && let Some(objects) = &self.objects
         {
@@ -157,8 +180,8 @@ impl Gateway {
                 Err(err) => data_error(&err),
             };
         }
-        let (target, params) = match app.lookup(request.method(), request.uri().path()) {
-            Match::Found { target, params } => (target.clone(), params),
+        let (route, params) = match app.lookup(request.method(), request.uri().path()) {
+            Match::Found { route, params } => (route, params),
             Match::MethodNotAllowed(allowed) => {
                 let mut response = error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -188,6 +211,27 @@ impl Gateway {
                 );
             }
         };
+        route.function.requests.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .invoke(&route.target, request, params, request_id, id_header)
+            .await;
+        route.meter.record(response.status().as_u16());
+        response
+    }
+
+    /// Passes a routed request to its function, within the body size limit.
+    async fn invoke<B>(
+        &self,
+        target: &nimbus_core::ports::Target,
+        request: Request<B>,
+        params: Vec<(String, String)>,
+        request_id: &str,
+        id_header: &HeaderValue,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let declared = request
             .headers()
             .get(CONTENT_LENGTH)
@@ -208,7 +252,7 @@ impl Gateway {
         let body =
             LimitedBody::new(body, self.config.max_body_bytes, exceeded.clone()).boxed_unsync();
         let request = Request::from_parts(parts, body);
-        let result = self.invoker.invoke_http(&target, request_id, request).await;
+        let result = self.invoker.invoke_http(target, request_id, request).await;
         if exceeded.load(Ordering::Relaxed)
             && !result.as_ref().is_ok_and(|r| r.status().is_success())
         {
@@ -383,10 +427,10 @@ pub fn invoke_error(err: &InvokeError, request_id: &str) -> Response<Body> {
         other => other.to_string(),
     };
     let mut response = error(status, code, &message);
-    if err.is_retryable() {
+    if let Some(secs) = err.retry_after() {
         response
             .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(RETRY_AFTER, HeaderValue::from_static(secs));
     }
     response
 }

@@ -6,11 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use nimbus_core::app::App;
+use nimbus_core::meter::{AppMeters, FunctionMeter, RouteMeter};
 use nimbus_core::ports::Target;
 
 /// One app's routes.
 pub struct AppRoutes {
     pub name: Arc<str>,
+    /// The app's meters: requests and bytes sent.
+    pub meters: Arc<AppMeters>,
     router: matchit::Router<PathRoutes>,
     /// Public buckets, longest mount first.
     pub public_buckets: Vec<PublicBucket>,
@@ -18,7 +21,14 @@ pub struct AppRoutes {
 
 /// Per path: the length of its static prefix (before any `{`), and its targets
 /// (`None`: any method).
-type PathRoutes = (usize, Vec<(Option<http::Method>, Target)>);
+type PathRoutes = (usize, Vec<(Option<http::Method>, Routed)>);
+
+/// Where a route leads, with the meters its requests are counted in.
+pub struct Routed {
+    pub target: Target,
+    pub meter: Arc<RouteMeter>,
+    pub function: Arc<FunctionMeter>,
+}
 
 /// A bucket served read-only at a gateway path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +68,7 @@ impl PublicBucket {
 /// What a path lookup found.
 pub enum Match<'a> {
     Found {
-        target: &'a Target,
+        route: &'a Routed,
         params: Vec<(String, String)>,
     },
     /// The path exists but not for this method; the methods it has.
@@ -67,20 +77,25 @@ pub enum Match<'a> {
 }
 
 impl AppRoutes {
-    pub fn new(app: &App, deployment: u64) -> Self {
+    pub fn new(app: &App, deployment: u64, meters: Arc<AppMeters>) -> Self {
         let name: Arc<str> = app.name.as_str().into();
-        let mut by_path: HashMap<&str, Vec<(Option<http::Method>, Target)>> = HashMap::new();
+        let mut by_path: HashMap<&str, Vec<(Option<http::Method>, Routed)>> = HashMap::new();
         for route in &app.routes {
             let method = route
                 .method
                 .as_deref()
                 .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+            let label = format!("{} {}", route.method.as_deref().unwrap_or("*"), route.path);
             by_path.entry(&route.path).or_default().push((
                 method,
-                Target {
-                    app: name.clone(),
-                    function: route.function.as_str().into(),
-                    deployment,
+                Routed {
+                    target: Target {
+                        app: name.clone(),
+                        function: route.function.as_str().into(),
+                        deployment,
+                    },
+                    meter: meters.route(&label),
+                    function: meters.function(&route.function),
                 },
             ));
         }
@@ -107,6 +122,7 @@ impl AppRoutes {
         public_buckets.sort_by_key(|b| std::cmp::Reverse(b.mount.len()));
         Self {
             name,
+            meters,
             router,
             public_buckets,
         }
@@ -148,8 +164,8 @@ impl AppRoutes {
             .iter()
             .find(|(m, _)| m.as_ref().is_none_or(|m| m == method));
         match found {
-            Some((_, target)) => Match::Found {
-                target,
+            Some((_, route)) => Match::Found {
+                route,
                 params: matched
                     .params
                     .iter()
@@ -250,10 +266,10 @@ mod tests {
 
     #[test]
     fn matches_params_wildcards_and_methods() {
-        let routes = AppRoutes::new(&app("a"), 1);
+        let routes = AppRoutes::new(&app("a"), 1, Default::default());
         match routes.lookup(&http::Method::GET, "/items/42") {
-            Match::Found { target, params } => {
-                assert_eq!(&*target.function, "f");
+            Match::Found { route, params } => {
+                assert_eq!(&*route.target.function, "f");
                 assert_eq!(params, vec![("id".to_string(), "42".to_string())]);
             }
             _ => panic!("expected a match"),
@@ -277,7 +293,7 @@ mod tests {
         let mut table = Table::default();
         for name in ["a", "b"] {
             let app = app(name);
-            let routes = Arc::new(AppRoutes::new(&app, 1));
+            let routes = Arc::new(AppRoutes::new(&app, 1, Default::default()));
             for host in app.all_hosts() {
                 table.hosts.insert(host, routes.name.clone());
             }

@@ -38,7 +38,12 @@ pub fn router(
     token: String,
     data: crate::DataApi,
     logs: Arc<crate::logs::LogStore>,
+    meters: Arc<nimbus_core::meter::Meters>,
 ) -> axum::Router {
+    let metrics = crate::metrics::MetricsState {
+        control: control.clone(),
+        meters,
+    };
     let state = AdminState {
         control,
         token: token.into(),
@@ -68,6 +73,11 @@ pub fn router(
         )
         .merge(crate::data_api::routes(data))
         .merge(crate::logs::api::routes(logs))
+        .merge(
+            axum::Router::new()
+                .route("/metrics", get(crate::metrics::metrics))
+                .with_state(metrics),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     axum::Router::new()
         .route("/v1/health", get(|| async { "ok" }))
@@ -359,10 +369,10 @@ async fn invoke(
 fn invoke_error(err: &InvokeError) -> Response {
     let (status, code) = err.status();
     let mut response = invoke_failure(status, code, &err.to_string());
-    if err.is_retryable() {
+    if let Some(secs) = err.retry_after() {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
     }
     response
 }

@@ -1,7 +1,7 @@
 //! Management & Ops: the admin API (`/v1/`, bearer token) with the data API
 //! (`/v1/apps/{app}/kv|docs|buckets/…`), the app registry
 //! (deployments stored durably in the node's database), node status, and the
-//! function logs ([`logs`]).
+//! function logs ([`logs`]) and the Prometheus exposition ([`metrics`]).
 //!
 //! Ops decides *what* runs (validated manifests and component digests); it asks
 //! the node, through the [`Platform`] trait, to make it run.
@@ -11,6 +11,7 @@ mod control;
 pub mod data_api;
 mod events_api;
 pub mod logs;
+pub mod metrics;
 mod queue_api;
 mod registry;
 mod token;

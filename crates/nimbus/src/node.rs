@@ -158,6 +158,7 @@ pub struct Node {
     token: String,
     data_api: DataApi,
     logs: Arc<nimbus_ops::logs::LogStore>,
+    meters: Arc<nimbus_core::meter::Meters>,
 }
 
 impl Node {
@@ -209,6 +210,7 @@ impl Node {
         // Compute's host bindings need the bus, which needs async invocations,
         // which need compute: the bus is bound once it exists.
         let late_bus = LateBus::default();
+        let meters = nimbus_core::meter::Meters::new();
         let runtime = Runtime::new(
             RuntimeConfig {
                 max_instances: config.max_instances,
@@ -224,10 +226,12 @@ impl Node {
                 topics: Arc::new(late_bus.clone()),
                 bus: Arc::new(late_bus.clone()),
             },
+            meters.clone(),
         )
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly runtime: {e:#}"))?;
         let gateway = Gateway::new(
             runtime.clone(),
+            meters.clone(),
             Some(ObjectAccess {
                 blobs: data_ports.blobs.clone(),
                 signer: signer.clone(),
@@ -343,6 +347,7 @@ impl Node {
             token,
             data_api,
             logs,
+            meters,
         })
     }
 
@@ -353,6 +358,7 @@ impl Node {
             self.token.clone(),
             self.data_api,
             self.logs,
+            self.meters,
         );
         let mut admin_shutdown = shutdown.clone();
         let admin = tokio::spawn(nimbus_ops::serve(self.admin_listener, router, async move {

@@ -11,6 +11,7 @@ mod hello_example;
 mod limits;
 mod logs;
 mod manifest_errors;
+mod metrics;
 mod queues;
 mod schedules;
 mod shop_example;
