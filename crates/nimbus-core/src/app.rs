@@ -37,6 +37,9 @@ pub struct App {
     /// The app's event bus: its rules (every app has one bus).
     #[serde(default)]
     pub bus: BusDecl,
+    /// `[quotas]`; unset limits are unlimited.
+    #[serde(default, skip_serializing_if = "crate::meter::Quotas::is_unlimited")]
+    pub quotas: crate::meter::Quotas,
 }
 
 /// `[bus]` and `[bus.rules.NAME]`.

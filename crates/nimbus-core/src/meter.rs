@@ -114,6 +114,10 @@ impl AppMeters {
         self.quota.write().unwrap().today.stored_bytes = bytes;
     }
 
+    pub fn usage_today(&self) -> UsageToday {
+        self.quota.read().unwrap().today.clone()
+    }
+
     pub fn quotas(&self) -> Quotas {
         self.quota.read().unwrap().limits.clone()
     }
@@ -129,19 +133,11 @@ impl AppMeters {
             return Some(QuotaExceeded::Invocations { max });
         }
         if let Some(max) = limits.gb_seconds_per_day
-            && today.mb_ms as f64 / MB_MS_PER_GB_SECOND >= max
+            && today.mb_ms as f64 / MB_MS_PER_GB_SECOND >= max as f64
         {
             return Some(QuotaExceeded::GbSeconds { max });
         }
         None
-    }
-
-    /// Whether storing `more` bytes would take the app past its stored-bytes quota.
-    pub fn over_storage(&self, more: u64) -> Option<QuotaExceeded> {
-        let state = self.quota.read().unwrap();
-        let max = state.limits.stored_bytes?;
-        (more > 0 && state.today.stored_bytes.saturating_add(more) > max)
-            .then_some(QuotaExceeded::StoredBytes { max })
     }
 
     /// Counts a finished invocation toward today's quota figures.
@@ -161,15 +157,20 @@ impl AppMeters {
 /// MB-milliseconds in one GB-second (1 GB = 1024 MB, as Lambda bills).
 pub const MB_MS_PER_GB_SECOND: f64 = 1024.0 * 1000.0;
 
-/// Per-app limits, declared in the manifest's `[quotas]` table.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Per-app limits, declared in the manifest's `[quotas]` table. A day is a UTC day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Quotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocations_per_day: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gb_seconds_per_day: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored_bytes: Option<u64>,
+    pub gb_seconds_per_day: Option<u64>,
+}
+
+impl Quotas {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Today's (UTC) totals a quota is checked against.
@@ -193,9 +194,7 @@ pub enum QuotaExceeded {
     #[error("the app reached its quota of {max} invocations per day (UTC)")]
     Invocations { max: u64 },
     #[error("the app reached its quota of {max} GB-seconds per day (UTC)")]
-    GbSeconds { max: f64 },
-    #[error("the app reached its quota of {max} stored bytes")]
-    StoredBytes { max: u64 },
+    GbSeconds { max: u64 },
 }
 
 /// One function's counters.
@@ -295,6 +294,18 @@ impl FunctionCounts {
 
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Adds `other` (e.g. the next minute's counts) to these.
+    pub fn add(&mut self, other: &Self) {
+        self.invocations += other.invocations;
+        self.errors += other.errors;
+        self.throttles += other.throttles;
+        self.timeouts += other.timeouts;
+        self.cold_starts += other.cold_starts;
+        self.mb_ms += other.mb_ms;
+        self.requests += other.requests;
+        self.duration.add(&other.duration);
     }
 }
 
@@ -551,7 +562,6 @@ mod tests {
         let app = AppMeters::default();
         app.set_quotas(Quotas {
             invocations_per_day: Some(2),
-            stored_bytes: Some(100),
             ..Quotas::default()
         });
         let f = app.function("f");
@@ -562,13 +572,9 @@ mod tests {
             app.over_quota(),
             Some(QuotaExceeded::Invocations { max: 2 })
         );
-        app.set_usage_today(UsageToday {
-            stored_bytes: 90,
-            ..UsageToday::default()
-        });
+        // A new day starts from what the durable meters hold.
+        app.set_usage_today(UsageToday::default());
         assert_eq!(app.over_quota(), None);
-        assert_eq!(app.over_storage(10), None);
-        assert!(app.over_storage(11).is_some());
     }
 
     #[test]

@@ -185,6 +185,18 @@ impl Plan {
                 changes.push(change(Op::Removed, "rule", name, String::new()));
             }
         }
+        let old_quotas = current.map(|a| a.quotas.clone()).unwrap_or_default();
+        if old_quotas != next.quotas {
+            let op = if old_quotas.is_unlimited() {
+                Op::Added
+            } else if next.quotas.is_unlimited() {
+                Op::Removed
+            } else {
+                Op::Changed
+            };
+            let detail = serde_json::to_string(&next.quotas).unwrap_or_default();
+            changes.push(change(op, "quotas", &next.name, detail));
+        }
         let old_stores: Vec<(StoreKind, &str)> = current.map(App::stores).unwrap_or_default();
         let new_stores = next.stores();
         for &(kind, name) in &new_stores {

@@ -19,7 +19,7 @@ use nimbus_core::api::TriggerStatus;
 use nimbus_core::app::{App, Trigger};
 use nimbus_core::cloudevent::CloudEvent;
 use nimbus_core::data::{DataError, DataResult, StoreRef};
-use nimbus_core::ports::{Invoker, Target};
+use nimbus_core::ports::{InvokeError, Invoker, Target};
 use nimbus_core::queue::{Message, QueueService, ReceiveOptions, limits};
 use nimbus_data::Database;
 use tokio::sync::watch;
@@ -377,7 +377,11 @@ async fn deliver(poll: &Poll, queue: StoreRef<'_>, batch: Vec<Message>) {
                 "trigger `{}`: batch of {} failed: {err}; the messages return to queue `{}`",
                 poll.trigger.name, batch.len(), poll.trigger.queue
             );
-            if err.is_retryable() {
+            if let InvokeError::Quota(_) = err {
+                // Over quota until the day's usage allows more: wait long, so
+                // the messages stay in the queue rather than burn their receives.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else if err.is_retryable() {
                 // Throttled: back off so the messages are not burned through
                 // their receive count faster than the function can take them.
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -39,6 +39,7 @@ pub fn router(
     data: crate::DataApi,
     logs: Arc<crate::logs::LogStore>,
     meters: Arc<nimbus_core::meter::Meters>,
+    usage: Arc<crate::usage::Usage>,
 ) -> axum::Router {
     let metrics = crate::metrics::MetricsState {
         control: control.clone(),
@@ -73,6 +74,7 @@ pub fn router(
         )
         .merge(crate::data_api::routes(data))
         .merge(crate::logs::api::routes(logs))
+        .merge(crate::usage::api::routes(usage))
         .merge(
             axum::Router::new()
                 .route("/metrics", get(crate::metrics::metrics))

@@ -9,6 +9,7 @@ mod loader;
 mod logs_cli;
 mod node;
 mod topic_cli;
+mod usage_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,21 @@ enum Command {
     Logs {
         #[command(flatten)]
         args: logs_cli::LogsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One function's figures per time window: invocations, errors, throttles,
+    /// timeouts, cold starts and duration percentiles.
+    Metrics {
+        #[command(flatten)]
+        args: usage_cli::MetricsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Metered usage and its cost, per app, function, resource or day.
+    Usage {
+        #[command(flatten)]
+        args: usage_cli::UsageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -210,6 +226,10 @@ struct NodeArgs {
     /// in a "dropped N lines" record (0: no limit).
     #[arg(long, default_value_t = 1000)]
     log_rate: u32,
+    /// A price sheet (TOML) for `nimbus usage`; keys it leaves out keep the
+    /// defaults (docs/usage.md).
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -319,6 +339,12 @@ fn main() -> ExitCode {
             Command::Logs { args, client } => {
                 logs_cli::logs(&client.connect()?, args, client.json).await
             }
+            Command::Metrics { args, client } => {
+                usage_cli::metrics(&client.connect()?, args, client.json).await
+            }
+            Command::Usage { args, client } => {
+                usage_cli::usage(&client.connect()?, args, client.json).await
+            }
             Command::Kv { command, client } => {
                 data_cli::kv(&client.connect()?, command, client.json).await
             }
@@ -374,6 +400,7 @@ impl NodeArgs {
                 max_bytes: self.log_max_bytes,
             },
             log_rate: self.log_rate,
+            prices: self.prices,
             capture,
             listen: self.listen,
             admin_listen: self.admin_listen,

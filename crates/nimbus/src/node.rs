@@ -12,12 +12,15 @@ use async_trait::async_trait;
 use nimbus_compute::{DataPorts, Runtime, RuntimeConfig};
 use nimbus_core::api::{ComponentUploaded, FunctionStatus, TriggerStatus};
 use nimbus_core::app::App;
+use nimbus_core::bus::EventBus;
 use nimbus_core::data::{DataError, UrlSigner};
 use nimbus_core::ports::Invoker;
 use nimbus_core::queue::QueueService;
+use nimbus_core::topic::TopicService;
 use nimbus_data::{DataService, Database, Durability, FileStore};
 use nimbus_edge::{Gateway, GatewayConfig, ObjectAccess};
 use nimbus_integration::{Invocations, Triggers};
+use nimbus_ops::metered::Metered;
 use nimbus_ops::{Control, DataApi, Platform};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,6 +38,8 @@ pub struct NodeConfig {
     pub logs: nimbus_ops::logs::LogConfig,
     /// Lines of output per second per function (0: no limit).
     pub log_rate: u32,
+    /// The price sheet file, if not the defaults.
+    pub prices: Option<PathBuf>,
     /// The `tracing` layer's handle, to attach the log store to.
     pub capture: nimbus_ops::logs::capture::Capture,
 }
@@ -42,6 +47,7 @@ pub struct NodeConfig {
 /// The layers, as ops sees them.
 struct NodePlatform {
     runtime: Arc<Runtime>,
+    meters: Arc<nimbus_core::meter::Meters>,
     gateway: Arc<Gateway>,
     components: FileStore,
     triggers: Triggers,
@@ -86,6 +92,7 @@ impl Platform for NodePlatform {
             .activate(app, deployment, &load)
             .await
             .map_err(to_string)?;
+        self.meters.app(&app.name).set_quotas(app.quotas.clone());
         self.gateway.set_app(app, deployment);
         self.triggers.set_app(app, deployment);
         self.invocations.set_app(app, deployment);
@@ -159,6 +166,7 @@ pub struct Node {
     data_api: DataApi,
     logs: Arc<nimbus_ops::logs::LogStore>,
     meters: Arc<nimbus_core::meter::Meters>,
+    usage: Arc<nimbus_ops::usage::Usage>,
 }
 
 impl Node {
@@ -199,7 +207,9 @@ impl Node {
                 },
             );
         }
+        let meters = nimbus_core::meter::Meters::new();
         let queues: Arc<dyn QueueService> = Arc::new(queues);
+        let queues: Arc<dyn QueueService> = Metered::new(queues, meters.clone());
         let signer = UrlSigner::new(
             nimbus_ops::load_or_create_secret(&config.data_dir, nimbus_ops::URL_KEY_FILE)
                 .context("cannot create the URL signing key")?
@@ -210,7 +220,14 @@ impl Node {
         // Compute's host bindings need the bus, which needs async invocations,
         // which need compute: the bus is bound once it exists.
         let late_bus = LateBus::default();
-        let meters = nimbus_core::meter::Meters::new();
+        let late_topics: Arc<dyn TopicService> = Metered::new(
+            Arc::new(late_bus.clone()) as Arc<dyn TopicService>,
+            meters.clone(),
+        );
+        let late_events: Arc<dyn EventBus> = Metered::new(
+            Arc::new(late_bus.clone()) as Arc<dyn EventBus>,
+            meters.clone(),
+        );
         let runtime = Runtime::new(
             RuntimeConfig {
                 max_instances: config.max_instances,
@@ -223,8 +240,8 @@ impl Node {
                 docs: data_ports.docs.clone(),
                 blobs: data_ports.blobs.clone(),
                 queues: queues.clone(),
-                topics: Arc::new(late_bus.clone()),
-                bus: Arc::new(late_bus.clone()),
+                topics: late_topics,
+                bus: late_events,
             },
             meters.clone(),
         )
@@ -261,18 +278,25 @@ impl Node {
             bus.clone(),
         )
         .map_err(|e| anyhow::anyhow!("cannot open the change feeds: {e}"))?;
+        let topics: Arc<dyn TopicService> = Metered::new(
+            Arc::new(bus.clone()) as Arc<dyn TopicService>,
+            meters.clone(),
+        );
+        let events: Arc<dyn EventBus> =
+            Metered::new(Arc::new(bus.clone()) as Arc<dyn EventBus>, meters.clone());
         let schedules = nimbus_processing::Schedules::open(
             db.clone(),
             nimbus_processing::Targets {
                 invocations: Arc::new(invocations.clone()),
                 queues: queues.clone(),
-                topics: Arc::new(bus.clone()),
-                bus: Arc::new(bus.clone()),
+                topics: topics.clone(),
+                bus: events.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot open the schedules: {e}"))?;
         let platform = Arc::new(NodePlatform {
             runtime,
+            meters: meters.clone(),
             gateway: gateway.clone(),
             components: components.clone(),
             triggers,
@@ -283,7 +307,7 @@ impl Node {
         });
         let gateway_url = format!("http://{gateway_addr}");
         let control = Control::new(
-            db,
+            db.clone(),
             components,
             platform,
             data_ports.catalog.clone(),
@@ -297,13 +321,40 @@ impl Node {
             catalog: data_ports.catalog,
             queues,
             invocations: Arc::new(invocations.clone()),
-            bus: Arc::new(bus.clone()),
-            topics: Arc::new(bus.clone()),
+            bus: events,
+            topics,
             schedules: Arc::new(schedules),
             signer,
             gateway_url,
         };
+        let prices = match &config.prices {
+            None => nimbus_ops::usage::Prices::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "cannot read the price sheet `{}` (--prices)",
+                        path.display()
+                    )
+                })?;
+                nimbus_ops::usage::Prices::from_toml(&text)
+                    .with_context(|| format!("invalid price sheet `{}`", path.display()))?
+            }
+        };
+        let usage = nimbus_ops::usage::Usage::open(db.clone(), meters.clone(), prices)
+            .map_err(|e| anyhow::anyhow!("cannot open the usage meters: {e}"))?;
         let restored = control.restore().await?;
+        let names: Vec<String> = control.list().await.into_iter().map(|a| a.name).collect();
+        usage
+            .roll_day(&names)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read today's usage: {e}"))?;
+        {
+            let control = control.clone();
+            usage.start(data_api.catalog.clone(), move || {
+                let control = control.clone();
+                async move { control.list().await.into_iter().map(|a| a.name).collect() }
+            });
+        }
         // After the restore: every deployed app's functions are known to it.
         invocations.start();
         bus.start();
@@ -348,6 +399,7 @@ impl Node {
             data_api,
             logs,
             meters,
+            usage,
         })
     }
 
@@ -359,6 +411,7 @@ impl Node {
             self.data_api,
             self.logs,
             self.meters,
+            self.usage.clone(),
         );
         let mut admin_shutdown = shutdown.clone();
         let admin = tokio::spawn(nimbus_ops::serve(self.admin_listener, router, async move {
@@ -374,6 +427,10 @@ impl Node {
         );
         gateway.await.context("gateway server failed")?;
         admin.await?.context("admin server failed")?;
+        // What the last second counted.
+        if let Err(err) = self.usage.flush().await {
+            tracing::warn!("writing usage meters failed: {err}");
+        }
         Ok(())
     }
 }

@@ -71,6 +71,9 @@ struct RawManifest {
     bus: bus::RawBus,
     #[serde(default)]
     schedules: BTreeMap<Spanned<String>, Spanned<schedules::RawSchedule>>,
+    /// `[quotas]`: the app's limits on invocations, GB-seconds and stored bytes.
+    #[serde(default)]
+    quotas: crate::meter::Quotas,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,6 +374,7 @@ fn resolve(
         topics,
         schedules,
         bus,
+        quotas: raw.quotas,
     }
 }
 

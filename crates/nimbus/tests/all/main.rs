@@ -18,3 +18,4 @@ mod shop_example;
 mod support;
 mod topics;
 mod triggers;
+mod usage;
