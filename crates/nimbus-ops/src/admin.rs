@@ -62,6 +62,7 @@ pub fn router(
             get(get_app).put(deploy).delete(delete_app),
         )
         .route("/v1/apps/{name}/plan", post(plan))
+        .route("/v1/apps/{name}/diagram", get(diagram))
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",
             post(invoke).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
@@ -180,6 +181,39 @@ async fn get_app(
     Path(name): Path<String>,
 ) -> Result<Response, ControlError> {
     Ok(Json(state.control.get(&name).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct DiagramParams {
+    #[serde(default = "default_format")]
+    format: String,
+}
+
+fn default_format() -> String {
+    "svg".into()
+}
+
+/// `GET /v1/apps/{name}/diagram?format=svg|mermaid|dot`: the deployed app drawn.
+async fn diagram(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(p): Query<DiagramParams>,
+) -> Result<Response, ControlError> {
+    let detail = state.control.get(&name).await?;
+    let d = crate::diagram::Diagram::of(&detail.app);
+    let (content_type, text) = match p.format.as_str() {
+        "svg" => ("image/svg+xml", d.svg()),
+        "mermaid" => ("text/vnd.mermaid; charset=utf-8", d.mermaid()),
+        "dot" => ("text/vnd.graphviz; charset=utf-8", d.dot()),
+        other => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!("`format`: `{other}` is not one of svg, mermaid, dot"),
+            ));
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 async fn plan(

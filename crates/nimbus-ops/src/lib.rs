@@ -10,6 +10,7 @@
 mod admin;
 mod control;
 pub mod data_api;
+pub mod diagram;
 mod events_api;
 pub mod logs;
 pub mod metered;

@@ -108,6 +108,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The deployed app drawn as the reference architecture's L1 view: channels,
+    /// edge, compute and platform services, an arrow per trigger by kind.
+    Diagram {
+        #[command(flatten)]
+        args: usage_cli::DiagramArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Metered usage and its cost, per app, function, resource or day.
     Usage {
         #[command(flatten)]
@@ -342,6 +350,7 @@ fn main() -> ExitCode {
             Command::Metrics { args, client } => {
                 usage_cli::metrics(&client.connect()?, args, client.json).await
             }
+            Command::Diagram { args, client } => usage_cli::diagram(&client.connect()?, args).await,
             Command::Usage { args, client } => {
                 usage_cli::usage(&client.connect()?, args, client.json).await
             }

@@ -1,5 +1,6 @@
-//! `nimbus usage [APP]`: metered usage and its cost as a table, JSON or CSV; and
-//! `nimbus metrics APP/FUNCTION`: one function's figures per time window.
+//! `nimbus usage [APP]`: metered usage and its cost as a table, JSON or CSV;
+//! `nimbus metrics APP/FUNCTION`: one function's figures per time window; and
+//! `nimbus diagram [APP]`: the deployed app drawn.
 
 use clap::{Args, ValueEnum};
 use nimbus_ops::usage::UsageLine;
@@ -244,5 +245,67 @@ pub async fn metrics(client: &Client, args: MetricsArgs, json: bool) -> Result<(
         })
         .collect();
     print_table(&header, &rows);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct DiagramArgs {
+    /// The app (default: the only app on the node).
+    app: Option<String>,
+    #[arg(long, value_enum, default_value_t = DiagramFormat::Svg)]
+    format: DiagramFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum DiagramFormat {
+    Svg,
+    Mermaid,
+    Dot,
+}
+
+pub async fn diagram(client: &Client, args: DiagramArgs) -> Result<(), CliError> {
+    let app = match args.app {
+        Some(app) => app,
+        None => {
+            let apps: Vec<nimbus_core::api::AppSummary> = client
+                .send_json(client.request(Method::GET, "/v1/apps"))
+                .await?;
+            match apps.as_slice() {
+                [one] => one.name.clone(),
+                [] => return Err(anyhow::anyhow!("no app is deployed on the node").into()),
+                many => {
+                    let names: Vec<&str> = many.iter().map(|a| a.name.as_str()).collect();
+                    return Err(anyhow::anyhow!(
+                        "the node serves {} apps ({}); name one: nimbus diagram APP",
+                        names.len(),
+                        names.join(", ")
+                    )
+                    .into());
+                }
+            }
+        }
+    };
+    let format = match args.format {
+        DiagramFormat::Svg => "svg",
+        DiagramFormat::Mermaid => "mermaid",
+        DiagramFormat::Dot => "dot",
+    };
+    let req = client
+        .request(Method::GET, &format!("/v1/apps/{app}/diagram"))
+        .query(&[("format", format)]);
+    let text = client
+        .send(req)
+        .await?
+        .text()
+        .await
+        .map_err(anyhow::Error::from)?;
+    match args.output {
+        Some(path) => std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bus;
 mod changes;
 mod data;
 mod deploy;
+mod diagram;
 mod events;
 mod gateway;
 mod hello_example;

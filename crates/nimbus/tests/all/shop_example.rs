@@ -119,4 +119,34 @@ async fn nimbus_up_serves_the_shop_example() {
 
     let table = String::from_utf8_lossy(&node.cli(&["status"]).stdout).into_owned();
     assert!(table.contains("shop/orders  docs     3"), "{table}");
+
+    // The app drawn: every function, store and route, with the right kinds.
+    let out = node.cli(&["diagram", "--format", "mermaid"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mermaid = String::from_utf8(out.stdout).unwrap();
+    for label in [
+        "\"api\"",
+        "\"kv carts\"",
+        "\"docs orders\"",
+        "\"bucket images\"",
+        "\"bucket site\"",
+        "\"* /carts/{id}\"",
+        "\"* /orders\"",
+        "\"* /orders/{id}\"",
+        "\"* /images/{name}\"",
+        "\"GET / (public)\"",
+        "subgraph edge",
+        "subgraph compute",
+        "subgraph data",
+    ] {
+        assert!(mermaid.contains(label), "no {label} in\n{mermaid}");
+    }
+    // Four routes and the public bucket from clients, four routes to `api`, the
+    // bucket's files: sync request-response; three stores the function uses.
+    assert_eq!(
+        mermaid.matches("|\"sync request-response\"|").count(),
+        10,
+        "{mermaid}"
+    );
+    assert_eq!(mermaid.matches("-.->|\"uses\"|").count(), 3, "{mermaid}");
 }
