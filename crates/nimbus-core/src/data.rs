@@ -77,6 +77,9 @@ pub enum DataError {
     /// The backend failed (disk full, I/O error); nothing was changed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The app is over its stored-bytes quota: writes that add data wait.
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl DataError {
@@ -93,6 +96,7 @@ impl DataError {
             Self::BadDigest(_) => (S::BAD_REQUEST, "bad_digest"),
             Self::Range(_) => (S::RANGE_NOT_SATISFIABLE, "invalid_range"),
             Self::Storage(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
+            Self::Quota(_) => (S::TOO_MANY_REQUESTS, "quota_exceeded"),
         }
     }
 

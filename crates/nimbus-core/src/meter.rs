@@ -140,6 +140,14 @@ impl AppMeters {
         None
     }
 
+    /// Why a write that adds data is refused now, if the app's stores already
+    /// hold its stored-bytes quota (as last measured, once a minute).
+    pub fn over_storage(&self) -> Option<QuotaExceeded> {
+        let state = self.quota.read().unwrap();
+        let max = state.limits.stored_bytes?;
+        (state.today.stored_bytes >= max).then_some(QuotaExceeded::StoredBytes { max })
+    }
+
     /// Counts a finished invocation toward today's quota figures.
     fn add_today(&self, mb_ms: u64) {
         let mut state = self.quota.write().unwrap();
@@ -165,6 +173,9 @@ pub struct Quotas {
     pub invocations_per_day: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gb_seconds_per_day: Option<u64>,
+    /// Bytes in all the app's stores together (kv, documents, buckets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
 }
 
 impl Quotas {
@@ -195,6 +206,8 @@ pub enum QuotaExceeded {
     Invocations { max: u64 },
     #[error("the app reached its quota of {max} GB-seconds per day (UTC)")]
     GbSeconds { max: u64 },
+    #[error("the app's stores hold its quota of {max} bytes; delete data or raise `stored_bytes`")]
+    StoredBytes { max: u64 },
 }
 
 /// One function's counters.
@@ -574,6 +587,17 @@ mod tests {
         );
         // A new day starts from what the durable meters hold.
         app.set_usage_today(UsageToday::default());
+        assert_eq!(app.over_quota(), None);
+        assert_eq!(app.over_storage(), None);
+        app.set_quotas(Quotas {
+            stored_bytes: Some(100),
+            ..Quotas::default()
+        });
+        app.set_stored_bytes(99);
+        assert_eq!(app.over_storage(), None);
+        app.set_stored_bytes(100);
+        assert!(app.over_storage().is_some());
+        // Stored bytes never refuse invocations.
         assert_eq!(app.over_quota(), None);
     }
 

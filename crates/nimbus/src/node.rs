@@ -192,7 +192,12 @@ impl Node {
         let data = DataService::open(db.clone(), &config.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot open the data stores: {e}"))?;
         data.spawn_upkeep();
-        let data_ports = nimbus_data::ports(&data);
+        let meters = nimbus_core::meter::Meters::new();
+        let mut data_ports = nimbus_data::ports(&data);
+        // Every user of a store goes through its meter (and the stored-bytes quota).
+        data_ports.kv = Metered::new(data_ports.kv, meters.clone());
+        data_ports.docs = Metered::new(data_ports.docs, meters.clone());
+        data_ports.blobs = Metered::new(data_ports.blobs, meters.clone());
         let queues = nimbus_integration::Queues::open(db.clone())
             .map_err(|e| anyhow::anyhow!("cannot open the queues: {e}"))?;
         {
@@ -207,7 +212,6 @@ impl Node {
                 },
             );
         }
-        let meters = nimbus_core::meter::Meters::new();
         let queues: Arc<dyn QueueService> = Arc::new(queues);
         let queues: Arc<dyn QueueService> = Metered::new(queues, meters.clone());
         let signer = UrlSigner::new(
@@ -348,6 +352,10 @@ impl Node {
             .roll_day(&names)
             .await
             .map_err(|e| anyhow::anyhow!("cannot read today's usage: {e}"))?;
+        usage
+            .sample_stores(&*data_api.catalog, &names, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot measure the stores: {e}"))?;
         {
             let control = control.clone();
             usage.start(data_api.catalog.clone(), move || {

@@ -100,7 +100,8 @@ pub(crate) fn to_wit(err: DataError) -> WitError {
         DataError::Invalid(_) | DataError::BadDigest(_) | DataError::Range(_) => {
             WitError::Invalid(message)
         }
-        DataError::TooLarge(_) => WitError::TooLarge(message),
+        // The interfaces have no quota case; the message names the quota.
+        DataError::TooLarge(_) | DataError::Quota(_) => WitError::TooLarge(message),
         DataError::Storage(_) => WitError::Storage(message),
     }
 }

@@ -151,8 +151,9 @@ impl Usage {
         Ok(())
     }
 
-    /// Meters the bytes in each app's stores for the `seconds` since the last sample.
-    async fn sample_stores(
+    /// Meters the bytes in each app's stores for the `seconds` since the last
+    /// sample, and sets what the stored-bytes quotas are checked against.
+    pub async fn sample_stores(
         &self,
         catalog: &dyn StoreCatalog,
         apps: &[String],

@@ -189,6 +189,18 @@ async fn metrics_count_what_ran() {
     assert_eq!(m.value("nimbus_queue_messages", &visible), 2.0);
     assert!(m.value("nimbus_queue_oldest_message_age_seconds", &orders) >= 0.0);
     let carts = [("app", "shop"), ("kind", "kv"), ("name", "carts")];
+    let ops = |op: &'static str| [carts[0], carts[1], carts[2], ("op", op)];
+    assert_eq!(
+        m.value("nimbus_resource_operations_total", &ops("write")),
+        1.0
+    );
+    let sent = [
+        orders[0],
+        ("kind", "queue"),
+        ("name", "orders"),
+        ("op", "write"),
+    ];
+    assert_eq!(m.value("nimbus_resource_operations_total", &sent), 2.0);
     assert_eq!(m.value("nimbus_store_items", &carts), 1.0);
     assert!(m.value("nimbus_store_bytes", &carts) >= 12.0);
 

@@ -164,3 +164,29 @@ async fn a_daily_quota_refuses_new_work() {
     node.deploy(app.path());
     assert_eq!(hit(&node, "/api/hello", 1).await[&200], 1);
 }
+
+#[tokio::test]
+async fn a_stored_bytes_quota_refuses_writes_that_add_data() {
+    let mut node = TestNode::serve();
+    let app = AppDir::new(&format!("{APP}\n[quotas]\nstored_bytes = 10\n"));
+    node.deploy(app.path());
+    // Under the quota as last measured: the write goes through.
+    let out = node.cli(&["kv", "set", "shop/carts", "c1", "twelve bytes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Measured again at start (and every minute): now at the quota.
+    node.signal("-TERM");
+    assert!(node.wait_exit().success());
+    node.restart(&["serve"]);
+    let refused = node.cli(&["kv", "set", "shop/carts", "c2", "more"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("quota of 10 bytes"),
+        "{}",
+        text(&refused)
+    );
+    // Nothing accepted is lost, and deleting is allowed.
+    let out = node.cli(&["kv", "get", "shop/carts", "c1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "twelve bytes");
+    let out = node.cli(&["kv", "del", "shop/carts", "c1"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
