@@ -187,6 +187,10 @@ impl Usage {
         let mut increments = Vec::new();
         let mut minutes = Vec::new();
         let mut totals = Vec::new();
+        // What this pass counts up to; it becomes `last` only once it is written,
+        // so a failed write is retried by the next pass instead of lost.
+        let mut seen_functions = Vec::new();
+        let mut seen_totals = Vec::new();
         for (app, meters) in self.meters.apps() {
             let app = app.to_string();
             for (name, f) in meters.functions() {
@@ -220,7 +224,7 @@ impl Usage {
                     function: name.to_string(),
                     counts: delta,
                 });
-                last.functions.insert(key, now);
+                seen_functions.push((key, now));
             }
             let relaxed = std::sync::atomic::Ordering::Relaxed;
             totals.push((
@@ -250,14 +254,14 @@ impl Usage {
                     meter,
                     value: total - before,
                 });
-                last.totals.insert(key, total);
+                seen_totals.push((key, total));
             }
         }
         increments.retain(|i| i.value > 0);
-        if increments.is_empty() && minutes.is_empty() {
-            return Ok(());
-        }
-        store::add(&self.db, increments, minutes).await
+        store::add(&self.db, increments, minutes).await?;
+        last.functions.extend(seen_functions);
+        last.totals.extend(seen_totals);
+        Ok(())
     }
 
     /// Usage lines of `app` (all apps: `None`) since `since` (Unix seconds),
