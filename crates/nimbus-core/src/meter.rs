@@ -9,7 +9,7 @@
 //! entries are never removed while the node runs (counters stay monotonic).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -51,11 +51,22 @@ impl Meters {
 pub struct AppMeters {
     functions: Named<FunctionMeter>,
     routes: Named<RouteMeter>,
-    resources: Named<ResourceMeter>,
+    /// One map per kind (indexed as [`StoreKind::ALL`]), so counting an
+    /// operation needs no key to be built.
+    resources: [Named<ResourceMeter>; 6],
     /// Requests the gateway answered for this app, and the body bytes it sent.
     pub requests: AtomicU64,
     pub transfer_out_bytes: AtomicU64,
     quota: RwLock<QuotaState>,
+    /// Whether an invocation quota is set: invocations skip the quota lock without one.
+    limited: AtomicBool,
+}
+
+fn kind_index(kind: StoreKind) -> usize {
+    StoreKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("ALL lists every kind")
 }
 
 impl AppMeters {
@@ -78,28 +89,27 @@ impl AppMeters {
 
     /// The meter of a store, queue, topic or the bus.
     pub fn resource(&self, kind: StoreKind, name: &str) -> Arc<ResourceMeter> {
-        self.resources
-            .get(&format!("{}/{name}", kind.grant_prefix()))
+        self.resources[kind_index(kind)].get(name)
     }
 
     /// Every resource meter as (kind, name, meter).
     pub fn resources(&self) -> Vec<(StoreKind, String, Arc<ResourceMeter>)> {
-        self.resources
-            .all()
+        StoreKind::ALL
             .into_iter()
-            .filter_map(|(key, meter)| {
-                let (kind, name) = key.split_once('/')?;
-                let kind = StoreKind::ALL
+            .flat_map(|kind| {
+                self.resources[kind_index(kind)]
+                    .all()
                     .into_iter()
-                    .find(|k| k.grant_prefix() == kind)?;
-                Some((kind, name.to_string(), meter))
+                    .map(move |(name, meter)| (kind, name.to_string(), meter))
             })
             .collect()
     }
 
     /// Sets the app's quotas (from its manifest); `None` fields are unlimited.
     pub fn set_quotas(&self, quotas: Quotas) {
+        let limited = quotas.invocations_per_day.is_some() || quotas.gb_seconds_per_day.is_some();
         self.quota.write().unwrap().limits = quotas;
+        self.limited.store(limited, Ordering::Relaxed);
     }
 
     /// What the app used today (from the durable meters), so a quota holds
@@ -124,6 +134,9 @@ impl AppMeters {
 
     /// Why new work of this app is refused now, if it is over a quota.
     pub fn over_quota(&self) -> Option<QuotaExceeded> {
+        if !self.has_quotas() {
+            return None;
+        }
         let state = self.quota.read().unwrap();
         let limits = &state.limits;
         let today = &state.today;
@@ -157,8 +170,7 @@ impl AppMeters {
 
     /// Whether any quota is set (recording skips the quota lock otherwise).
     fn has_quotas(&self) -> bool {
-        let limits = &self.quota.read().unwrap().limits;
-        limits.invocations_per_day.is_some() || limits.gb_seconds_per_day.is_some()
+        self.limited.load(Ordering::Relaxed)
     }
 }
 
